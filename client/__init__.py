@@ -1,0 +1,1 @@
+"""Thin Python client over Triton gRPC."""

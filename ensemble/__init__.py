@@ -1,0 +1,1 @@
+"""The ensembles' composing Python-backend models (tokenizer, ONNX runners, postprocess) and the server launcher."""
