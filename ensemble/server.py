@@ -1,0 +1,173 @@
+"""Start the real `tritonserver` (shipped inside the nvidia-pytriton wheel) on the CPU profile.
+
+    python -m reviewlens.ensemble.server [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
+
+Assembles the Python backend directory the binary expects (library, utils, and the stub built for
+this interpreter), starts the server on loopback, waits until every model is READY and says where
+it listens. Used by `make serve`, `make demo`, the test fixtures and the benchmarks.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY
+
+CACHE_BYTES = 256 * 1024 * 1024
+MODELS = ("sentiment", "embed")
+
+
+def pytriton_dir() -> Path:
+    import pytriton
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def python_backend_dir() -> Path:
+    """A backend directory holding `python/` with the stub for the running interpreter."""
+    source = pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise RuntimeError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    backends = BUILD_DIR / "triton" / "backends"
+    target = backends / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in (source / "backends/python/libtriton_python.so",
+                 source / "backends/python/triton_python_backend_utils.py", stub):
+        if not (target / path.name).exists():
+            shutil.copy2(path, target / path.name)
+    return backends
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process; use as a context manager or call start()/stop()."""
+    model_repository: Path = MODEL_REPOSITORY
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    log_path: Path = BUILD_DIR / "triton" / "server.log"
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    def command(self) -> list[str]:
+        source = pytriton_dir()
+        return [
+            str(source / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={python_backend_dir()}",
+            f"--cache-directory={source / 'caches'}",
+            f"--cache-config=local,size={CACHE_BYTES}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--exit-timeout-secs=10",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+        # The stub imports numpy, onnxruntime and this project from the Python found on PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return env
+
+    def start(self, timeout: float = 300) -> "TritonServer":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        env=self.environment(), start_new_session=True)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited with code {self.process.returncode}; "
+                                   f"last log lines:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"tritonserver not ready after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self):
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    args = parser.parse_args()
+    missing = [p for p in ("classifier/1/model.onnx", "encoder/1/model.onnx")
+               if not (args.model_repository / p).exists()]
+    if missing:
+        sys.exit(f"error: built models missing in {args.model_repository} ({', '.join(missing)}); run `make build` first")
+    server = TritonServer(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port)
+    print(f"starting tritonserver (log: {server.log_path}) ...", flush=True)
+    server.start()
+    print(f"READY: gRPC {server.grpc_url}  HTTP {server.http_url}  "
+          f"metrics http://{args.host}:{args.metrics_port}/metrics  models: {', '.join(MODELS)}", flush=True)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        signal.sigwait(stop_signals)
+    finally:
+        print("stopping tritonserver ...", flush=True)
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+from reviewlens.ensemble.postprocess import TritonPythonModel  # noqa: F401
