@@ -61,6 +61,7 @@ class TritonServer:
     http_port: int = 8000
     metrics_port: int = 8002
     log_path: Path = BUILD_DIR / "triton" / "server.log"
+    response_cache: bool = True
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
 
@@ -78,8 +79,8 @@ class TritonServer:
             str(source / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={python_backend_dir()}",
-            f"--cache-directory={source / 'caches'}",
-            f"--cache-config=local,size={CACHE_BYTES}",
+            *([f"--cache-directory={source / 'caches'}", f"--cache-config=local,size={CACHE_BYTES}"]
+              if self.response_cache else []),
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",

@@ -1,0 +1,49 @@
+"""The model repository parses with Triton's own model-config protobuf and is wired consistently."""
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from reviewlens.build_engines.paths import MODEL_REPOSITORY
+
+CONFIG_PATHS = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt"))
+
+
+def load(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def configs() -> dict[str, model_config_pb2.ModelConfig]:
+    return {path.parent.name: load(path) for path in CONFIG_PATHS}
+
+
+@pytest.mark.parametrize("path", CONFIG_PATHS, ids=lambda p: p.parent.name)
+def test_config_parses_and_names_its_folder(path):
+    assert load(path).name == path.parent.name
+
+
+def test_ensemble_steps_match_the_composing_models_tensors():
+    models = configs()
+    for ensemble in (m for m in models.values() if m.platform == "ensemble"):
+        for step in ensemble.ensemble_scheduling.step:
+            composing = models[step.model_name]
+            assert set(step.input_map) == {i.name for i in composing.input}, step.model_name
+            assert set(step.output_map) <= {o.name for o in composing.output}, step.model_name
+            assert composing.max_batch_size >= ensemble.max_batch_size, step.model_name
+
+
+def test_every_batching_python_model_has_a_rejecting_queue_policy():
+    for model in configs().values():
+        if model.HasField("dynamic_batching"):
+            policy = model.dynamic_batching.default_queue_policy
+            assert policy.max_queue_size > 0 and policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+
+
+def test_ensembles_use_the_response_cache():
+    assert all(m.response_cache.enable for m in configs().values() if m.platform == "ensemble")
+
+
+def test_ensemble_interfaces():
+    models = configs()
+    assert [i.name for i in models["sentiment"].input] == ["TEXT"]
+    assert [o.name for o in models["sentiment"].output] == ["LABEL", "CONFIDENCE", "PROBS", "TRUNCATED"]
+    assert [o.name for o in models["embed"].output] == ["EMBEDDING", "TRUNCATED"]
