@@ -24,9 +24,9 @@ def length_sorted_chunks(lengths: list[int], rows_per_chunk: int) -> list[np.nda
     return [order[i:i + rows_per_chunk] for i in range(0, len(order), rows_per_chunk)]
 
 
-def pad_chunk(rows: list[np.ndarray], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Pad token rows to the chunk's longest row: (input_ids, attention_mask), both int64."""
-    width = max(len(r) for r in rows)
+def pad_chunk(rows: list[np.ndarray], pad_id: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pad token rows to `width`, by default the chunk's longest row: (input_ids, attention_mask), int64."""
+    width = width or max(len(r) for r in rows)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):

@@ -62,16 +62,6 @@ def tokenize(texts: list[str]) -> tuple[list[np.ndarray], int, int]:
     return rows, settings["max_length"], settings.get("pad_id", 0)
 
 
-def pad_to(rows: list[np.ndarray], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad token rows to a fixed width: (input_ids, attention_mask)."""
-    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        input_ids[i, :len(row)] = row
-        attention_mask[i, :len(row)] = 1
-    return input_ids, attention_mask
-
-
 def groups(rows: list, size: int) -> list[list]:
     """Consecutive slices of `size` rows (the last may be shorter)."""
     return [rows[i:i + size] for i in range(0, len(rows), size)]
@@ -80,7 +70,7 @@ def groups(rows: list, size: int) -> list[list]:
 def strategies(max_length: int, pad_id: int, chunk_sizes: list[int]) -> dict:
     """name -> function(rows, run) returning the outputs in row order."""
     def fixed(rows, run):
-        return np.concatenate([run(*pad_to(batch, max_length, pad_id)) for batch in groups(rows, ARRIVAL_BATCH)])
+        return np.concatenate([run(*pad_chunk(batch, pad_id, width=max_length)) for batch in groups(rows, ARRIVAL_BATCH)])
 
     def arrival(rows, run):
         return np.concatenate([run(*pad_chunk(batch, pad_id)) for batch in groups(rows, ARRIVAL_BATCH)])
