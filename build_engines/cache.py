@@ -109,14 +109,18 @@ def expose(step_dir: Path, destination: Path) -> None:
     for source in sorted(step_dir.rglob("*")):
         if not source.is_file() or source.name == DONE:
             continue
-        target = destination / source.relative_to(step_dir)
-        if target.exists() and os.path.samefile(source, target):
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.tmp")
-        staging.unlink(missing_ok=True)
-        try:
-            os.link(source, staging)
-        except OSError:
-            shutil.copyfile(source, staging)
-        os.replace(staging, target)
+        link_file(source, destination / source.relative_to(step_dir))
+
+
+def link_file(source: Path, target: Path) -> None:
+    """Atomically make `target` a hardlink of `source` (a copy across devices), unless it already is."""
+    if target.exists() and os.path.samefile(source, target):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(source, staging)
+    except OSError:
+        shutil.copyfile(source, staging)
+    os.replace(staging, target)

@@ -51,16 +51,19 @@ class Sources:
     corpus: Path
     embedder: Path                 # a sentence-transformers directory
     sentiment_model: Path | None   # a ready sequence-classification checkpoint; None: fine-tune one
+    generator_gguf: Path | None = None  # a GGUF for llama.cpp; None: assemble the packaged one
 
 
-def find_sources(sentiment_model: str | None = None, embedding_model: str | None = None) -> Sources:
-    """Resolve the inputs: explicit paths, else SENTIMENT_MODEL / EMBEDDING_MODEL, else the packaged ones.
+def find_sources(sentiment_model: str | None = None, embedding_model: str | None = None,
+                 generator_gguf: str | None = None) -> Sources:
+    """Resolve the inputs: explicit paths, else SENTIMENT_MODEL / EMBEDDING_MODEL / GENERATOR_GGUF, else the packaged ones.
 
     Packaged files are verified against their sha256; user directories must hold config.json
     (classifier) or modules.json (sentence-transformers embedder). Raises BuildError otherwise.
     """
     sentiment_model = sentiment_model or os.environ.get("SENTIMENT_MODEL") or None
     embedding_model = embedding_model or os.environ.get("EMBEDDING_MODEL") or None
+    generator_gguf = generator_gguf or os.environ.get("GENERATOR_GGUF") or None
 
     if embedding_model:
         embedder = _user_model_dir(embedding_model, "EMBEDDING_MODEL", "modules.json", "a sentence-transformers")
@@ -74,7 +77,18 @@ def find_sources(sentiment_model: str | None = None, embedding_model: str | None
         embedder=embedder,
         sentiment_model=(_user_model_dir(sentiment_model, "SENTIMENT_MODEL", "config.json", "a Hugging Face sequence-classification")
                          if sentiment_model else None),
+        generator_gguf=_user_gguf(generator_gguf) if generator_gguf else None,
     )
+
+
+def _user_gguf(path: str) -> Path:
+    gguf = Path(path).expanduser().resolve()
+    if not gguf.is_file():
+        raise BuildError(f"GENERATOR_GGUF / --gguf: {gguf} does not exist")
+    with open(gguf, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise BuildError(f"GENERATOR_GGUF / --gguf: {gguf} is not a GGUF file (no GGUF magic)")
+    return gguf
 
 
 @functools.cache

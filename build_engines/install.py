@@ -5,6 +5,7 @@
     model_repository/sentiment_tokenizer/1/tokenizer.json, serving.json    the classifier's
     model_repository/embed_tokenizer/1/tokenizer.json, serving.json        the embedder's
     model_repository/sentiment_postprocess/1/labels.json                   the classifier's
+    model_repository/generator/1/model.gguf              build/models/generator/model.gguf (hardlink)
 
 <served> is what the accuracy report chose per model (int8 if it passed its gate, else fp32).
 Each file is replaced atomically (copy beside it, then rename), so a running server never reads a
@@ -18,6 +19,7 @@ from pathlib import Path
 from . import cache
 from .data import Sources
 from .evaluate import build_report
+from .generator import generator_gguf
 from .paths import MODEL_REPOSITORY, MODELS_DIR, REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ def install(sources: Sources) -> None:
     }
     for target, source in placements.items():
         _place(source, MODEL_REPOSITORY / target)
+    # 1 GB: linked, not copied or hashed again (generator_gguf verified it).
+    cache.link_file(generator_gguf(sources), MODEL_REPOSITORY / "generator/1/model.gguf")
+    log.info("install: model_repository/generator/1/model.gguf <- build/models/generator/model.gguf")
 
 
 def _place(source: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY
 
 CACHE_BYTES = 256 * 1024 * 1024
-MODELS = ("sentiment", "embed")
+MODELS = ("sentiment", "embed", "generator")
 
 
 def pytriton_dir() -> Path:
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     args = parser.parse_args()
-    missing = [p for p in ("classifier/1/model.onnx", "encoder/1/model.onnx")
+    missing = [p for p in ("classifier/1/model.onnx", "encoder/1/model.onnx", "generator/1/model.gguf")
                if not (args.model_repository / p).exists()]
     if missing:
         sys.exit(f"error: built models missing in {args.model_repository} ({', '.join(missing)}); run `make build` first")

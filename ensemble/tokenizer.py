@@ -18,18 +18,18 @@ from tokenizers import Tokenizer
 MAX_TEXT_BYTES = 1_000_000
 
 
-def decode_texts(raw: np.ndarray) -> list[str]:
-    """Decode a TEXT tensor into strings, raising ValueError naming the first bad row."""
+def decode_texts(raw: np.ndarray, name: str = "TEXT") -> list[str]:
+    """Decode a BYTES tensor into strings, raising ValueError naming the tensor and its first bad row."""
     texts = []
     for row, value in enumerate(raw.reshape(-1)):
         if len(value) > MAX_TEXT_BYTES:
-            raise ValueError(f"TEXT[{row}] is {len(value):,} bytes; the limit is {MAX_TEXT_BYTES:,}")
+            raise ValueError(f"{name}[{row}] is {len(value):,} bytes; the limit is {MAX_TEXT_BYTES:,}")
         try:
             text = value.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"TEXT[{row}] is not valid UTF-8: byte 0x{value[err.start]:02x} at offset {err.start}") from None
+            raise ValueError(f"{name}[{row}] is not valid UTF-8: byte 0x{value[err.start]:02x} at offset {err.start}") from None
         if not text.strip():
-            raise ValueError(f"TEXT[{row}] is empty")
+            raise ValueError(f"{name}[{row}] is empty")
         texts.append(text)
     return texts
 
