@@ -100,7 +100,8 @@ class _Responses:
         self._send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)),
                    pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    def cancelled(self) -> None:
+    def cancelled(self, n_output: int) -> None:
+        pb_utils.Logger.log_info(f"generator: request {self.request.request_id()!r} cancelled after {n_output} tokens")
         self._send(pb_utils.InferenceResponse(error=pb_utils.TritonError("the request was cancelled",
                                                                          pb_utils.TritonError.CANCELLED)),
                    pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)

@@ -49,8 +49,8 @@ class Generation:
 
     on_text(delta, n_output_tokens) receives text as it is generated (only called when stream);
     on_done(text, stats) receives the text not yet delivered (all of it when not streaming) and
-    the statistics; on_error(message) ends the request with an error instead; on_cancel() ends it
-    once is_cancelled() turns true. Exactly one of on_done / on_error / on_cancel is called.
+    the statistics; on_error(message) ends the request with an error instead;
+    on_cancel(n_output_tokens) ends it once is_cancelled() turns true. Exactly one of on_done / on_error / on_cancel is called.
     """
 
     prompt: str
@@ -59,7 +59,7 @@ class Generation:
     on_error: Callable[[str], None]
     on_text: Callable[[str, int], None] = lambda delta, n: None
     is_cancelled: Callable[[], bool] = lambda: False
-    on_cancel: Callable[[], None] = lambda: None
+    on_cancel: Callable[[int], None] = lambda n_output: None
     stream: bool = False
     temperature: float = 0.0  # 0: greedy
     top_k: int = 0            # 0: no top-k cut
@@ -262,7 +262,7 @@ class LlamaEngine:
             request, tokens = self._waiting[0]
             if request.is_cancelled():
                 self._waiting.pop(0)
-                request.on_cancel()
+                request.on_cancel(0)
                 continue
             if not self._make_room(len(tokens) + request.max_tokens):
                 return  # wait for an active sequence to finish
@@ -397,8 +397,7 @@ class LlamaEngine:
         sequence.sampler.close()
         request = sequence.request
         if cancelled:
-            log.info("generation cancelled after %d tokens", sequence.n_output)
-            request.on_cancel()
+            request.on_cancel(sequence.n_output)
             return
         if error is None and truncated and request.guide_type is not None:
             error = (f"max_tokens ({request.max_tokens}) was reached before the guided output was complete; "
