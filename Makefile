@@ -54,6 +54,7 @@ perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/resu
 	$(PY) perf/padding_strategies.py
 	$(PY) perf/throughput.py
 	$(PY) perf/perf_analyzer.py
+	$(PY) perf/generator.py
 
 clean:  ## remove build outputs (the step cache in ~/.cache/reviewlens stays)
 	rm -rf build model_repository/*/1/*.onnx model_repository/*/1/*.json model_repository/*/1/*.gguf

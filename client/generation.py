@@ -61,6 +61,9 @@ class GenerationParams:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     stop_words: list[str] = field(default_factory=list)
     json_schema: dict | None = None
     grammar: str | None = None  # llama.cpp GBNF on the CPU profile
@@ -88,6 +91,9 @@ def request_inputs(prompt: str, max_tokens: int, params: GenerationParams, strea
         inputs.append(_tensor("top_p", params.top_p, "FP32"))
     if params.seed is not None:
         inputs.append(_tensor("random_seed", params.seed, "UINT64"))
+    for name in ("repetition_penalty", "presence_penalty", "frequency_penalty"):
+        if getattr(params, name) is not None:
+            inputs.append(_tensor(name, getattr(params, name), "FP32"))
     if params.stop_words:
         inputs.append(_tensor("stop_words", [w.encode("utf-8") for w in params.stop_words], "BYTES"))
     if params.json_schema is not None:

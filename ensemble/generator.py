@@ -2,7 +2,8 @@
 
 Inputs and outputs carry the names and types of tensorrtllm_backend's `ensemble`, so the GPU
 profile can serve a TensorRT-LLM engine under the same name without touching clients:
-text_input, max_tokens, optional temperature, top_p, top_k, random_seed, stop_words, stream,
+text_input, max_tokens, optional temperature, top_p, top_k, random_seed, repetition_penalty,
+presence_penalty, frequency_penalty, stop_words, stream,
 guided_decoding_guide_type ("json", "json_schema" or "ebnf_grammar", the latter in llama.cpp's
 GBNF dialect) and guided_decoding_guide -> text_output, plus num_input_tokens and
 num_output_tokens. Differences: text_output never repeats the prompt (TRT-LLM's
@@ -138,6 +139,9 @@ def _generation(request, responses: _Responses) -> Generation:
         temperature=_scalar(request, "temperature", float, 0.0),
         top_k=_scalar(request, "top_k", int, 0),
         top_p=_scalar(request, "top_p", float, 1.0),
+        repetition_penalty=_scalar(request, "repetition_penalty", float, 1.0),
+        presence_penalty=_scalar(request, "presence_penalty", float, 0.0),
+        frequency_penalty=_scalar(request, "frequency_penalty", float, 0.0),
         seed=_scalar(request, "random_seed", int, None),
         stop_words=decode_texts(stop_words, "stop_words") if stop_words is not None else [],
         guide_type=decode_texts(guide_type, "guided_decoding_guide_type")[0] if guide_type is not None else None,

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 GUIDE_TYPES = ("json", "json_schema", "ebnf_grammar")
 MIN_PREFIX_REUSE = 16  # tokens; shorter common prefixes are not worth a cache lookup
+PENALTY_WINDOW = 256   # output tokens the repetition/presence/frequency penalties look back on
 
 
 class GenerationError(ValueError):
@@ -64,6 +65,9 @@ class Generation:
     temperature: float = 0.0  # 0: greedy
     top_k: int = 0            # 0: no top-k cut
     top_p: float = 1.0
+    repetition_penalty: float = 1.0  # 1: off; >1 discourages tokens seen in the last PENALTY_WINDOW
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     seed: int | None = None
     stop_words: list[str] = field(default_factory=list)
     guide_type: str | None = None  # one of GUIDE_TYPES
@@ -150,6 +154,11 @@ class LlamaEngine:
             raise GenerationError(f"top_p must be in (0, 1], got {request.top_p}")
         if request.top_k < 0:
             raise GenerationError(f"top_k must be >= 0, got {request.top_k}")
+        if not 0.0 < request.repetition_penalty <= 10.0:
+            raise GenerationError(f"repetition_penalty must be in (0, 10], got {request.repetition_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(request, name) <= 2.0:
+                raise GenerationError(f"{name} must be in [-2, 2], got {getattr(request, name)}")
         if request.guide_type is not None and request.guide_type not in GUIDE_TYPES:
             raise GenerationError(f"guided_decoding_guide_type {request.guide_type!r} is not supported here; "
                                   f"use one of {', '.join(GUIDE_TYPES)}")
@@ -204,6 +213,12 @@ class LlamaEngine:
                 sampler.close()
                 raise GenerationError(f"the {request.guide_type} guide could not be parsed as a grammar")
             llama_cpp.llama_sampler_chain_add(sampler.sampler, handle)
+        if (request.repetition_penalty, request.presence_penalty, request.frequency_penalty) != (1.0, 0.0, 0.0):
+            # The binding declares a leading n_vocab that llama.cpp's C function no longer has; passing
+            # the window twice is right for either signature (the floats travel in their own registers).
+            llama_cpp.llama_sampler_chain_add(sampler.sampler, llama_cpp.llama_sampler_init_penalties(
+                PENALTY_WINDOW, PENALTY_WINDOW, request.repetition_penalty, request.frequency_penalty,
+                request.presence_penalty))
         if request.temperature == 0.0:
             sampler.add_greedy()
             return sampler

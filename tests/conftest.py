@@ -7,7 +7,7 @@ from reviewlens.client.inference import ReviewModels
 from reviewlens.ensemble.server import TritonServer, free_port
 
 BUILT_FILES = ["classifier/1/model.onnx", "encoder/1/model.onnx", "sentiment_tokenizer/1/tokenizer.json",
-               "embed_tokenizer/1/tokenizer.json", "sentiment_postprocess/1/labels.json"]
+               "embed_tokenizer/1/tokenizer.json", "sentiment_postprocess/1/labels.json", "generator/1/model.gguf"]
 
 
 @pytest.fixture(scope="session")

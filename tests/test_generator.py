@@ -202,6 +202,8 @@ BAD_REQUESTS = {
     "temperature out of range": (lambda p: request_inputs(p, 8, GenerationParams(temperature=-1.0), False),
                                  "temperature must be in [0, 10]"),
     "top_p out of range": (lambda p: request_inputs(p, 8, GenerationParams(top_p=1.5), False), "top_p must be in (0, 1]"),
+    "repetition_penalty out of range": (lambda p: request_inputs(p, 8, GenerationParams(repetition_penalty=0.0), False),
+                                       "repetition_penalty must be in (0, 10]"),
     "max_tokens of the wrong type": (lambda p: [_tensor("text_input", np.array([[p.encode()]], dtype=object), "BYTES"),
                                                 _tensor("max_tokens", np.array([[8.0]], dtype=np.float32), "FP32")],
                                      "max_tokens"),

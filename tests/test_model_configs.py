@@ -47,3 +47,26 @@ def test_ensemble_interfaces():
     assert [i.name for i in models["sentiment"].input] == ["TEXT"]
     assert [o.name for o in models["sentiment"].output] == ["LABEL", "CONFIDENCE", "PROBS", "TRUNCATED"]
     assert [o.name for o in models["embed"].output] == ["EMBEDDING", "TRUNCATED"]
+
+
+# The generator's tensors carry tensorrtllm_backend's ensemble names and types, so a TensorRT-LLM
+# ensemble can replace it without touching clients.
+GENERATOR_INPUTS = {
+    "text_input": model_config_pb2.TYPE_STRING, "max_tokens": model_config_pb2.TYPE_INT32,
+    "temperature": model_config_pb2.TYPE_FP32, "top_k": model_config_pb2.TYPE_INT32,
+    "top_p": model_config_pb2.TYPE_FP32, "random_seed": model_config_pb2.TYPE_UINT64,
+    "repetition_penalty": model_config_pb2.TYPE_FP32, "presence_penalty": model_config_pb2.TYPE_FP32,
+    "frequency_penalty": model_config_pb2.TYPE_FP32,
+    "stop_words": model_config_pb2.TYPE_STRING, "stream": model_config_pb2.TYPE_BOOL,
+    "guided_decoding_guide_type": model_config_pb2.TYPE_STRING,
+    "guided_decoding_guide": model_config_pb2.TYPE_STRING,
+}
+
+
+def test_generator_exposes_the_tensorrt_llm_interface():
+    generator = configs()["generator"]
+    assert {i.name: i.data_type for i in generator.input} == GENERATOR_INPUTS
+    assert [i.name for i in generator.input if not i.optional] == ["text_input", "max_tokens"]
+    assert {o.name for o in generator.output} >= {"text_output"}
+    assert generator.model_transaction_policy.decoupled
+    assert generator.dynamic_batching.priority_levels >= 2
