@@ -64,7 +64,7 @@ from reviewlens.ensemble.llm_engine import MIN_PREFIX_REUSE
 from reviewlens.ensemble.server import TritonServer, free_port
 from perf_analyzer import perf_analyzer_environment
 from reviews import load_reviews
-from throughput import RESULTS_DIR, OtherLoad, machine_info
+from throughput import RESULTS_DIR, OtherLoad, machine_info, write_results
 
 GGUF = MODEL_REPOSITORY / "generator" / "1" / "model.gguf"
 RAW_N_CTX = 4096
@@ -690,13 +690,7 @@ def main() -> None:
         "duration_s": round(time.perf_counter() - started, 1),
     }
     report["limits"] = limits(rows, targets, args.quick)
-    report["machine"]["other_processes_cpu_share"] = other_load.share()
-    if report["machine"]["other_processes_cpu_share"] > 0.05:
-        print(f"WARNING: other processes used {report['machine']['other_processes_cpu_share']:.0%} of the CPU "
-              "during this run; its figures are skewed, run again on an idle machine", file=sys.stderr)
-    (RESULTS_DIR / "generator.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS_DIR / "generator.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results("generator", report, markdown, other_load)
     print(f"took {report['duration_s']:.0f} s", flush=True)
 
 

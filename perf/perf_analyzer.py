@@ -29,7 +29,7 @@ import tritonclient.grpc as grpcclient
 from reviewlens.build_engines.paths import BUILD_DIR
 from reviewlens.ensemble.server import TritonServer, free_port
 from reviews import load_reviews
-from throughput import RESULTS_DIR, OtherLoad, machine_info, server_breakdown, server_counters
+from throughput import RESULTS_DIR, OtherLoad, machine_info, server_breakdown, server_counters, write_results
 
 MODELS = ("sentiment", "embed")
 UNSTABLE_REQUEST_COUNT = 1000
@@ -184,13 +184,7 @@ def main() -> None:
                   "interval_ms": args.interval_ms, "models": {}}
         for model in MODELS:
             report["models"][model] = profile(server, model, input_file, levels, args.interval_ms)
-    report["machine"]["other_processes_cpu_share"] = other_load.share()
-    if report["machine"]["other_processes_cpu_share"] > 0.05:
-        print(f"WARNING: other processes used {report['machine']['other_processes_cpu_share']:.0%} of the CPU "
-              "during this run; its figures are skewed, run again on an idle machine", file=sys.stderr)
-    (RESULTS_DIR / "perf_analyzer.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS_DIR / "perf_analyzer.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results("perf_analyzer", report, markdown, other_load)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,17 @@ def _own_ticks() -> int:
     return sum(t for pid, t in ticks.items() if descends_from_me(pid))
 
 
+def write_results(name: str, report: dict, markdown, other_load: "OtherLoad") -> None:
+    """Record the CPU share other processes took, warn if the figures are skewed, write and print results/<name>.*"""
+    report["machine"]["other_processes_cpu_share"] = other_load.share()
+    if report["machine"]["other_processes_cpu_share"] > 0.05:
+        print(f"WARNING: other processes used {report['machine']['other_processes_cpu_share']:.0%} of the CPU "
+              "during this run; its figures are skewed, run again on an idle machine", file=sys.stderr)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS_DIR / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
 class OtherLoad:
     """Share of the machine's CPU that processes outside this run used while it ran.
 
@@ -507,13 +518,7 @@ def main() -> None:
         "rows": [asdict(row) for row in rows],
         "targets": targets,
     }
-    report["machine"]["other_processes_cpu_share"] = other_load.share()
-    if report["machine"]["other_processes_cpu_share"] > 0.05:
-        print(f"WARNING: other processes used {report['machine']['other_processes_cpu_share']:.0%} of the CPU "
-              "during this run; its figures are skewed, run again on an idle machine", file=sys.stderr)
-    (RESULTS_DIR / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS_DIR / "throughput.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results("throughput", report, markdown, other_load)
 
 
 if __name__ == "__main__":
