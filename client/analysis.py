@@ -1,0 +1,294 @@
+"""Review analysis of entities over Triton: the library backend services call.
+
+    async with Analyzer(Settings.from_env()) as analyzer:
+        results = await analyzer.analyze_many([Entity("m1", ["Great cast.", ...]), ...])
+
+Per entity: the cached whole result if nothing changed; else sentiment of every review (cached per
+review), a generator re-check of the doubtful ones, embeddings (cached per review), per polarity
+the centroid and a diverse top-K of representative reviews (MMR), then two JSON-constrained
+generator calls built from the top-K only: the summary, and the strengths against the other
+entities of the same call (the reviews most typical of this entity and least like the others').
+`SyncAnalyzer` wraps the same calls for code without an event loop.
+"""
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from reviewlens.client import prompts
+from reviewlens.client.cache import Cache, content_hash, decode_sentiment, encode_sentiment
+from reviewlens.client.generation import CHAT_TEMPLATES, GenerationParams
+from reviewlens.client.inference import Sentiment
+from reviewlens.client.metrics import ClientMetrics, LLMCall
+from reviewlens.client.selection import centroid, distinctive, mmr
+from reviewlens.client.settings import Settings
+from reviewlens.client.transport import TritonPool
+
+log = logging.getLogger("reviewlens.client")
+
+# Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
+SHORT_PROMPT_TOKENS = 160
+# Rounding each review's label confidence and similarity keeps results readable.
+DIGITS = 4
+
+
+@dataclass(frozen=True)
+class Entity:
+    entity_id: str
+    reviews: list[str]
+    name: str | None = None
+
+    def validate(self) -> "Entity":
+        if not self.entity_id:
+            raise ValueError("entity_id is empty")
+        if not self.reviews:
+            raise ValueError(f"entity {self.entity_id!r} has no reviews")
+        for index, text in enumerate(self.reviews):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"entity {self.entity_id!r}: review {index} is empty")
+        return self
+
+
+@dataclass
+class ReviewSentiment:
+    text: str
+    label: str
+    confidence: float
+    rechecked: bool  # the generator decided the label (doubtful classifier result)
+
+
+@dataclass
+class EntityAnalysis:
+    entity_id: str
+    entity_name: str | None
+    reviews: list[ReviewSentiment]
+    sentiment_ratio: dict[str, float]        # share of reviews per label
+    representative: dict[str, list[str]]     # per label, top-K reviews quoted verbatim
+    summary: dict[str, list[str]]            # "positive" / "negative" aspects
+    strengths: list[str]
+    metrics: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EntityAnalysis":
+        return cls(**{**data, "reviews": [ReviewSentiment(**r) for r in data["reviews"]]})
+
+
+@dataclass
+class _Prepared:
+    entity: Entity
+    sentiments: list[ReviewSentiment]
+    embeddings: np.ndarray
+    centroids: dict[str, np.ndarray]
+    counts: dict = field(default_factory=dict)
+
+
+class Analyzer:
+    """One client session: a pool of Triton servers, a Redis cache and metrics."""
+
+    def __init__(self, settings: Settings, metrics: ClientMetrics | None = None):
+        self.settings = settings.validate()
+        self.metrics = metrics or ClientMetrics()
+        self.pool: TritonPool | None = None
+        self.cache: Cache | None = None
+        self.versions: dict[str, str] = {}
+        self.chat_template = CHAT_TEMPLATES["chatml"]
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+
+    async def __aenter__(self) -> "Analyzer":
+        # gRPC aio channels belong to the event loop they are made in: this one.
+        s = self.settings
+        self.pool = TritonPool(s.urls, s.deadline_s, s.retries, s.backoff_s)
+        self.cache = Cache(s.redis_url, on_lookup=self.metrics.cache_counts)
+        for model in ("sentiment", "embed", "generator"):
+            self.versions[model] = await self.pool.model_version(model)
+        config = await self.pool.generator_config()
+        template = config.get("parameters", {}).get("chat_template", {}).get("string_value", "chatml")
+        if template not in CHAT_TEMPLATES:
+            raise ValueError(f"generator expects chat template {template!r}, which this client cannot render")
+        self.chat_template = CHAT_TEMPLATES[template]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.pool.close()
+        await self.cache.close()
+
+    def _key(self, kind: str, model: str, digest: str) -> str:
+        return f"rl:{kind}:{model}@{self.versions[model]}:{digest}"
+
+    async def analyze(self, entity: Entity) -> EntityAnalysis:
+        """One entity on its own (its strengths are then its most typical praise)."""
+        return (await self.analyze_many([entity]))[0]
+
+    async def analyze_many(self, entities: list[Entity], on_done=None) -> list[EntityAnalysis]:
+        """Entities concurrently (at most `settings.concurrency` at a time); strengths are measured
+        against the other entities of the call. on_done(result) is called as each one finishes."""
+        for entity in entities:
+            entity.validate()
+        ids = [e.entity_id for e in entities]
+        if len(set(ids)) != len(ids):
+            raise ValueError("entity ids repeat; give each entity once with all its reviews")
+        review_digests = {e.entity_id: content_hash(*sorted(e.reviews)) for e in entities}
+        keys = {e.entity_id: self._entity_key(e, review_digests) for e in entities}
+        cached = await self.cache.get_many(list(keys.values()))
+        results: dict[str, EntityAnalysis] = {}
+        for entity, raw in zip(entities, cached):
+            if raw is not None:
+                results[entity.entity_id] = EntityAnalysis.from_json(json.loads(raw))
+                results[entity.entity_id].metrics = {"from_cache": True}
+                self.metrics.entity_done(from_cache=True)
+                if on_done:
+                    on_done(results[entity.entity_id])
+        todo = [e for e in entities if e.entity_id not in results]
+        if todo:
+            # Strengths need every entity's positive centroid, so all entities are prepared (cheap
+            # when their reviews are cached) before any summary is written.
+            prepared = await asyncio.gather(*(self._bounded(self._prepare(e)) for e in entities))
+            by_id = {p.entity.entity_id: p for p in prepared}
+            others = {p.entity.entity_id: p.centroids.get("positive") for p in prepared}
+
+            async def finish(entity):
+                rivals = [c for other, c in others.items() if other != entity.entity_id and c is not None]
+                result = await self._finish(by_id[entity.entity_id], rivals)
+                await self.cache.set_json(keys[entity.entity_id], result.to_json(), self.settings.entity_ttl_s)
+                results[entity.entity_id] = result
+                self.metrics.entity_done(from_cache=False)
+                if on_done:
+                    on_done(result)
+            await asyncio.gather(*(self._bounded(finish(e)) for e in todo))
+        return [results[i] for i in ids]
+
+    def _entity_key(self, entity: Entity, review_digests: dict[str, str]) -> str:
+        s = self.settings
+        inputs = json.dumps([entity.entity_id, entity.name, sorted(review_digests.items()), s.recheck_below,
+                             s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind, s.seed])
+        return self._key("entity", "generator", content_hash(inputs, *self.versions.values()))
+
+    async def _bounded(self, coroutine):
+        async with self._semaphore:
+            return await coroutine
+
+    async def _prepare(self, entity: Entity) -> _Prepared:
+        started = time.perf_counter()
+        texts = entity.reviews
+        digests = [content_hash(t) for t in texts]
+        classified, new_sentiments = await self._cached_per_review(
+            "sentiment", digests, texts, self.pool.sentiment, encode_sentiment, decode_sentiment)
+        embeddings, new_embeddings = await self._cached_per_review(
+            "embed", digests, texts, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
+            lambda raw: np.frombuffer(raw, "<f4"))
+        doubtful = [i for i, s in enumerate(classified) if self._doubtful(texts[i], s)]
+        rechecked = await asyncio.gather(*(self._recheck(texts[i]) for i in doubtful))
+        labels = [s.label for s in classified]
+        for i, label in zip(doubtful, rechecked):
+            labels[i] = label
+        sentiments = [ReviewSentiment(t, label, round(s.confidence, DIGITS), i in doubtful)
+                      for i, (t, s, label) in enumerate(zip(texts, classified, labels))]
+        matrix = np.stack(embeddings).astype(np.float32)
+        centroids = {label: centroid(matrix[[i for i, l in enumerate(labels) if l == label]])
+                     for label in prompts.LABELS if label in labels}
+        counts = {"reviews": len(texts), "classified": new_sentiments, "embedded": new_embeddings,
+                  "rechecked": len(doubtful), "prepare_s": round(time.perf_counter() - started, 3)}
+        return _Prepared(entity, sentiments, matrix, centroids, counts)
+
+    async def _cached_per_review(self, model, digests, texts, infer, encode, decode):
+        """Values for every text: from Redis where present, else from Triton (then stored)."""
+        keys = [self._key("review", model, d) for d in digests]
+        raws = await self.cache.get_many(keys)
+        values = [None if raw is None else decode(raw) for raw in raws]
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:
+            fresh = await infer([texts[i] for i in missing])
+            for i, value in zip(missing, fresh):
+                values[i] = value
+            await self.cache.set_many({keys[i]: encode(values[i]) for i in missing}, self.settings.review_ttl_s)
+        return values, len(missing)
+
+    def _doubtful(self, text: str, sentiment: Sentiment) -> bool:
+        words = set(text.lower().replace(",", " ").replace(".", " ").split())
+        contrast = any(w in words if w.isascii() else w in text for w in self.settings.contrast_words)
+        return sentiment.confidence < self.settings.recheck_below or contrast
+
+    async def _recheck(self, text: str) -> str:
+        answer, _ = await self._generate("recheck", prompts.recheck_messages(text), prompts.RECHECK_SCHEMA)
+        return answer["label"]
+
+    async def _generate(self, kind: str, messages: list[dict[str, str]], schema: dict) -> tuple[dict, LLMCall]:
+        """A JSON-constrained generator call, served from the cache when the same prompt ran before."""
+        prompt = self.chat_template(messages)
+        params = GenerationParams(temperature=0.5, top_p=0.9, seed=self.settings.seed, json_schema=schema)
+        key = self._key("llm", "generator", content_hash(prompt, json.dumps(schema), repr(params)))
+        cached = await self.cache.get_json(key)
+        if cached is not None:
+            call = LLMCall(kind, cached=True)
+            self.metrics.llm_call(call)
+            return cached, call
+        estimate = prompts.estimate_tokens(prompt)
+        generated = await self.pool.generate(prompt, prompts.max_tokens_for(schema), params,
+                                             priority=1 if estimate <= SHORT_PROMPT_TOKENS else 2)
+        answer = generated.json()
+        call = LLMCall(kind, False, generated.prompt_tokens, generated.output_tokens,
+                       round(generated.time_to_first_token_s, 3), round(generated.total_s, 3))
+        self.metrics.llm_call(call, sla_ttft_s=self.settings.sla_ttft_s)
+        await self.cache.set_json(key, answer, self.settings.llm_ttl_s)
+        return answer, call
+
+    async def _finish(self, prepared: _Prepared, rivals: list[np.ndarray]) -> EntityAnalysis:
+        started = time.perf_counter()
+        s, entity, matrix = self.settings, prepared.entity, prepared.embeddings
+        rows = {label: [i for i, r in enumerate(prepared.sentiments) if r.label == label] for label in prompts.LABELS}
+        representative = {}
+        for label, members in rows.items():
+            chosen = mmr(matrix[members], prepared.centroids[label], s.top_k, s.mmr_lambda) if members else []
+            representative[label] = [entity.reviews[members[i]] for i in chosen]
+        present = [label for label in prompts.LABELS if representative[label]]
+        summary_texts = [text for label in reversed(present)
+                         for text in prompts.within_budget(representative[label], s.prompt_token_budget // len(present))]
+        praise = rows["positive"] or rows["negative"]
+        own = prepared.centroids.get("positive", prepared.centroids.get("negative"))
+        strength_texts = prompts.within_budget(
+            [entity.reviews[praise[i]] for i in distinctive(matrix[praise], own, rivals, s.top_k)],
+            s.prompt_token_budget // 2)
+        (summary, summary_call), (strengths, strengths_call) = await asyncio.gather(
+            self._generate("summary", prompts.summary_messages(s.entity_kind, summary_texts),
+                           prompts.summary_schema(present)),
+            self._generate("strengths", prompts.strengths_messages(s.entity_kind, strength_texts),
+                           prompts.STRENGTHS_SCHEMA))
+        total = len(entity.reviews)
+        return EntityAnalysis(
+            entity.entity_id, entity.name, prepared.sentiments,
+            {label: round(len(rows[label]) / total, DIGITS) for label in prompts.LABELS},
+            representative, summary, strengths["strengths"],
+            {**prepared.counts, "from_cache": False, "finish_s": round(time.perf_counter() - started, 3),
+             "llm": [asdict(summary_call), asdict(strengths_call)]})
+
+
+class SyncAnalyzer:
+    """The same calls for code without an event loop: `with SyncAnalyzer(settings) as a: a.analyze(...)`."""
+
+    def __init__(self, settings: Settings, metrics: ClientMetrics | None = None):
+        self._loop = asyncio.new_event_loop()
+        self._analyzer = Analyzer(settings, metrics)
+
+    def __enter__(self) -> "SyncAnalyzer":
+        self._loop.run_until_complete(self._analyzer.__aenter__())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.run_until_complete(self._analyzer.__aexit__())
+        self._loop.close()
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        return self._analyzer.metrics
+
+    def analyze(self, entity: Entity) -> EntityAnalysis:
+        return self._loop.run_until_complete(self._analyzer.analyze(entity))
+
+    def analyze_many(self, entities: list[Entity], on_done=None) -> list[EntityAnalysis]:
+        return self._loop.run_until_complete(self._analyzer.analyze_many(entities, on_done))

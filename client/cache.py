@@ -1,0 +1,116 @@
+"""Redis cache of per-review results, entity results and generator outputs; never a point of failure.
+
+Keys carry what the value depends on: `rl:<kind>:<model>@<version>:<sha256 of the content>`, so a
+new model version or an edited review never reads a stale value. Values are compact and
+pickle-free: a sentiment is its label, float32 confidence and probabilities and a truncation byte;
+an embedding is its float32 bytes; entity results and generator outputs are JSON.
+
+When Redis is unreachable the cache logs one warning, answers "miss" and drops writes, and tries
+the server again after `retry_after_s`: analysis goes on uncached and caching resumes by itself.
+"""
+import hashlib
+import json
+import logging
+import time
+
+import numpy as np
+import redis.asyncio as redis
+
+from reviewlens.client.inference import Sentiment
+
+log = logging.getLogger("reviewlens.client")
+
+
+def content_hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def encode_sentiment(value: Sentiment) -> bytes:
+    numbers = np.array([value.confidence, *value.probs], dtype="<f4").tobytes()
+    return value.label.encode("utf-8") + b"\0" + bytes([value.truncated]) + numbers
+
+
+def decode_sentiment(raw: bytes) -> Sentiment:
+    label, rest = raw.split(b"\0", 1)
+    numbers = np.frombuffer(rest[1:], dtype="<f4")
+    return Sentiment(label.decode("utf-8"), float(numbers[0]), tuple(map(float, numbers[1:])), bool(rest[0]))
+
+
+class Cache:
+    """Async Redis cache with hit/miss counts; url None disables it."""
+
+    def __init__(self, url: str | None, retry_after_s: float = 5.0, on_lookup=None):
+        self.url = url
+        self.on_lookup = on_lookup  # called with (hits, misses) after each lookup
+        self.retry_after_s = retry_after_s
+        self._redis = redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0) if url else None
+        self._down_since: float | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def available(self) -> bool:
+        if self._redis is None:
+            return False
+        return self._down_since is None or time.monotonic() - self._down_since >= self.retry_after_s
+
+    def _failed(self, error: Exception) -> None:
+        if self._down_since is None:
+            log.warning("Redis at %s is unreachable (%s); analysing without the cache until it is back",
+                        self.url, error)
+        self._down_since = time.monotonic()
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            log.warning("Redis at %s is back; caching resumed", self.url)
+            self._down_since = None
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Values for keys (None where absent or when Redis is down)."""
+        if not keys:
+            return []
+        values = [None] * len(keys)
+        if self.available:
+            try:
+                values = await self._redis.mget(keys)
+                self._recovered()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+                self._failed(error)
+        found = sum(v is not None for v in values)
+        self.hits += found
+        self.misses += len(keys) - found
+        if self.on_lookup:
+            self.on_lookup(found, len(keys) - found)
+        return values
+
+    async def set_many(self, items: dict[str, bytes], ttl_s: int) -> None:
+        if not items or not self.available:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, value in items.items():
+                    pipe.set(key, value, ex=ttl_s)
+                await pipe.execute()
+            self._recovered()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            self._failed(error)
+
+    async def get_json(self, key: str):
+        raw = (await self.get_many([key]))[0]
+        return None if raw is None else json.loads(raw)
+
+    async def set_json(self, key: str, value, ttl_s: int) -> None:
+        await self.set_many({key: json.dumps(value, ensure_ascii=False).encode("utf-8")}, ttl_s)
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()

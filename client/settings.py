@@ -1,0 +1,80 @@
+"""The client's configuration in one place: defaults, REVIEWLENS_* environment variables, CLI flags.
+
+Every field can be set by an environment variable named REVIEWLENS_<FIELD> (upper case; lists are
+comma-separated, an empty REVIEWLENS_REDIS_URL turns caching off); the CLI's flags override them.
+"""
+import os
+from dataclasses import dataclass, field, fields, replace
+
+# Words that turn a sentence around: a review containing one is re-checked by the generator even
+# when the classifier is confident (seed 004 used "하지만" / "지만" for Korean reviews).
+CONTRAST_WORDS = ("but", "however", "although", "though", "yet", "except", "하지만", "지만", "그러나")
+
+
+@dataclass(frozen=True)
+class Settings:
+    urls: tuple[str, ...] = ("127.0.0.1:8001",)
+    redis_url: str | None = "redis://127.0.0.1:6379/0"
+    # Cache lifetimes: per-review sentiment/embeddings, whole entity results, generator outputs.
+    review_ttl_s: int = 30 * 24 * 3600
+    entity_ttl_s: int = 24 * 3600
+    llm_ttl_s: int = 7 * 24 * 3600
+    # Re-check by the generator below this classifier confidence, or when contrast words appear.
+    recheck_below: float = 0.8
+    contrast_words: tuple[str, ...] = CONTRAST_WORDS
+    # Representative reviews: top-K per polarity around the centroid, MMR trade-off (1 = relevance only).
+    top_k: int = 20
+    mmr_lambda: float = 0.7
+    # Review text that goes into one summary or strengths prompt (estimated tokens).
+    prompt_token_budget: int = 240
+    # Names the entities in prompts ("movie", "restaurant", "product").
+    entity_kind: str = "movie"
+    # Entities analysed at the same time by analyze_many.
+    concurrency: int = 4
+    # Per gRPC call; UNAVAILABLE servers are retried on the next URL with exponential backoff.
+    deadline_s: float = 300.0
+    retries: int = 4
+    backoff_s: float = 0.25
+    # Goodput: a generator call is "good" when its time to first token is below this.
+    sla_ttft_s: float = 2.0
+    seed: int = 7
+
+    @classmethod
+    def from_env(cls, environ=os.environ, **overrides) -> "Settings":
+        """Defaults, then REVIEWLENS_* variables, then keyword overrides (None = not given)."""
+        values = {}
+        for spec in fields(cls):
+            raw = environ.get(f"REVIEWLENS_{spec.name.upper()}")
+            if raw is not None:
+                values[spec.name] = _parse(spec.name, raw, getattr(cls, spec.name))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    def validate(self) -> "Settings":
+        """Raise ValueError naming the first out-of-range setting."""
+        checks = [
+            (bool(self.urls), "urls: give at least one server URL"),
+            (0.0 <= self.recheck_below <= 1.0, "recheck_below must be within [0, 1]"),
+            (1 <= self.top_k <= 200, "top_k must be within [1, 200]"),
+            (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be within [0, 1]"),
+            (self.prompt_token_budget >= 20, "prompt_token_budget must be at least 20"),
+            (self.concurrency >= 1, "concurrency must be at least 1"),
+            (self.deadline_s > 0 and self.sla_ttft_s > 0, "deadline_s and sla_ttft_s must be positive"),
+            (self.retries >= 0 and self.backoff_s >= 0, "retries and backoff_s must not be negative"),
+            (min(self.review_ttl_s, self.entity_ttl_s, self.llm_ttl_s) > 0, "TTLs must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+
+def _parse(name: str, raw: str, default):
+    if isinstance(default, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if name == "redis_url":
+        return raw or None
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise ValueError(f"REVIEWLENS_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
