@@ -1,9 +1,10 @@
 """Tokenizer step of the `sentiment` and `embed` ensembles (Python backend).
 
 TEXT (UTF-8 bytes, one review per batch row) -> input_ids, attention_mask (int64, padded to the
-request's longest text) and TRUNCATED (bool: the text had more tokens than the model's maximum
-and was cut; the rest of the text is ignored). Bad texts fail their own request with a message
-naming the row; other requests in the same batch are unaffected.
+request's longest text; with the config parameter `length_buckets`, as on the GPU profile, to the
+next of those lengths, capped at max_length) and TRUNCATED (bool: the text had more tokens than
+the model's maximum and was cut; the rest of the text is ignored). Bad texts fail their own
+request with a message naming the row; other requests in the same batch are unaffected.
 
 Reads `tokenizer.json` (a Hugging Face fast tokenizer) and `serving.json` ({"max_length": N,
 "pad_id": P}) from its version directory.
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+
+from reviewlens.ensemble.batching import bucket_width
 
 MAX_TEXT_BYTES = 1_000_000
 
@@ -37,6 +40,9 @@ def decode_texts(raw: np.ndarray, name: str = "TEXT") -> list[str]:
 class TritonPythonModel:
     def initialize(self, args):
         version_dir = Path(args["model_repository"]) / args["model_version"]
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        buckets = parameters.get("length_buckets", {}).get("string_value", "")
+        self.length_buckets = tuple(int(b) for b in buckets.split(",") if b.strip())
         settings = json.loads((version_dir / "serving.json").read_text())
         self.max_length = int(settings["max_length"])
         self.pad_id = int(settings.get("pad_id", 0))
@@ -44,7 +50,8 @@ class TritonPythonModel:
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.no_padding()
         self.truncated_total = 0
-        pb_utils.Logger.log_info(f"{args['model_name']}: max_length {self.max_length}, pad id {self.pad_id}")
+        padding = f"length buckets {self.length_buckets}" if self.length_buckets else "padded per request"
+        pb_utils.Logger.log_info(f"{args['model_name']}: max_length {self.max_length}, pad id {self.pad_id}, {padding}")
 
     def execute(self, requests):
         # Validate each request on its own, then tokenize every valid text in one Rust call.
@@ -68,6 +75,8 @@ class TritonPythonModel:
 
     def _response(self, batch):
         width = max(len(e.ids) for e in batch)
+        if self.length_buckets:
+            width = bucket_width(width, self.length_buckets, self.max_length)
         input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, encoding in enumerate(batch):
