@@ -324,7 +324,8 @@ def trtllm_template_values(engine_dir: Path, tokenizer_dir: Path) -> dict[str, d
     batching = {"triton_max_batch_size": str(GPU_GENERATOR_MAX_BATCH_SIZE), "max_queue_delay_microseconds": "0",
                 "max_queue_size": str(GENERATOR_QUEUE_SIZE)}
     return {
-        "preprocessing": {**batching, "tokenizer_dir": str(tokenizer_dir), "preprocessing_instance_count": "1",
+        "preprocessing": {**batching, "tokenizer_dir": str(tokenizer_dir), "engine_dir": str(engine_dir),
+                          "preprocessing_instance_count": "1",
                           # the client has already applied the chat template (ChatML), as on the CPU
                           "add_special_tokens": "false"},
         "postprocessing": {**batching, "tokenizer_dir": str(tokenizer_dir), "postprocessing_instance_count": "1",

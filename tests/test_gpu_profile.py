@@ -1,0 +1,231 @@
+"""The GPU profile, checked on a machine without a GPU: its configs, the shapes its engines must
+accept, the ONNX its engines are built from, and its GPU-only scripts' refusal to run here.
+
+Nothing here starts a server: the configs are parsed with Triton's own model-config protobuf
+(from tritonclient), the ONNX runs under ONNX Runtime on the CPU.
+"""
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from google.protobuf import text_format
+from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2
+
+from reviewlens.build_engines import model_configs
+from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY, MODELS_DIR, REPO_ROOT, REPORTS_DIR
+from reviewlens.build_engines.tensorrt_engines import SERVED_PRECISION, engine_profile, source_onnx
+from reviewlens.ensemble.batching import bucket_width
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+CPU = {name: parse(text) for name, text in model_configs.repository("cpu").items()}
+GPU = {name: parse(text) for name, text in model_configs.repository("gpu").items()}
+# Token models of both profiles: (tokenizer, token model, exported model directory in build/models).
+TOKEN_MODELS = [("sentiment_tokenizer", "classifier", "classifier"), ("embed_tokenizer", "encoder", "embedder")]
+# tensorrtllm_backend's models are rendered from the installed release's templates in the image, not
+# here: the generator ensemble may only use tensors they have (as in TensorRT-LLM's
+# triton_backend/all_models/inflight_batcher_llm/*/config.pbtxt).
+TRTLLM_TENSORS = {
+    "preprocessing": {
+        "inputs": {"QUERY", "DECODER_QUERY", "REQUEST_OUTPUT_LEN", "BAD_WORDS_DICT", "STOP_WORDS_DICT",
+                   "EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS", "END_ID", "PAD_ID", "PROMPT_TABLE_EXTRA_ID"},
+        "outputs": {"INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_OUTPUT_LEN", "STOP_WORDS_IDS", "BAD_WORDS_IDS",
+                    "EMBEDDING_BIAS", "OUT_END_ID", "OUT_PAD_ID", "OUT_PROMPT_TABLE_EXTRA_IDS"}},
+    "tensorrt_llm": {
+        "inputs": {"input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "stop_words_list",
+                   "bad_words_list", "beam_width", "temperature", "runtime_top_k", "runtime_top_p", "len_penalty",
+                   "repetition_penalty", "min_tokens", "presence_penalty", "frequency_penalty", "seed",
+                   "return_log_probs", "return_num_input_tokens", "return_num_output_tokens",
+                   "exclude_input_in_output", "streaming", "guided_decoding_guide_type", "guided_decoding_guide"},
+        "outputs": {"output_ids", "sequence_length", "cum_log_probs", "output_log_probs",
+                    "num_input_tokens", "num_output_tokens"},
+        "required": {"input_ids", "input_lengths", "request_output_len"}},
+    "postprocessing": {"inputs": {"TOKENS_BATCH", "SEQUENCE_LENGTH"}, "outputs": {"OUTPUT"},
+                       "required": {"TOKENS_BATCH", "SEQUENCE_LENGTH"}},
+}
+TRTLLM_TENSORS["preprocessing"]["required"] = {"QUERY", "REQUEST_OUTPUT_LEN"}
+
+
+def interface(config: model_config_pb2.ModelConfig) -> tuple[list, list]:
+    """What a client sees of a model: input and output names, types, dims, optional flags."""
+    return ([(t.name, t.data_type, list(t.dims), t.optional) for t in config.input],
+            [(t.name, t.data_type, list(t.dims)) for t in config.output])
+
+
+def test_the_committed_cpu_configs_are_exactly_what_model_configs_renders():
+    committed = {p.parent.name for p in MODEL_REPOSITORY.glob("*/config.pbtxt")}
+    assert committed == set(CPU)
+    for name, text in model_configs.repository("cpu").items():
+        assert (MODEL_REPOSITORY / name / "config.pbtxt").read_text() == text, \
+            f"model_repository/{name}/config.pbtxt was edited by hand: change build_engines/model_configs.py " \
+            "and run `make render-configs`"
+
+
+@pytest.mark.parametrize("name", sorted(GPU))
+def test_every_gpu_config_parses_with_tritons_protobuf_and_names_its_model(name):
+    assert GPU[name].name == name
+
+
+@pytest.mark.parametrize("model", ["sentiment", "embed", "generator"])
+def test_the_gpu_profile_exposes_the_cpu_interface(model):
+    assert interface(GPU[model]) == interface(CPU[model])
+    assert dict(GPU[model].parameters) == dict(CPU[model].parameters) or model == "generator"
+
+
+def test_the_gpu_generator_tells_clients_its_chat_template_as_the_cpu_one_does():
+    assert GPU["generator"].parameters["chat_template"] == CPU["generator"].parameters["chat_template"]
+
+
+@pytest.mark.parametrize("name", ["sentiment_tokenizer", "embed_tokenizer", "sentiment_postprocess"])
+def test_pre_and_postprocessing_are_the_cpu_models_except_the_padding_buckets(name):
+    gpu = copy.deepcopy(GPU[name])
+    if "tokenizer" in name:
+        assert gpu.parameters.pop("length_buckets").string_value
+    assert gpu == CPU[name]
+
+
+@pytest.mark.parametrize("tokenizer,model,exported", TOKEN_MODELS)
+def test_token_models_are_tensorrt_plans_on_gpu_instances_with_the_cpu_tensors(tokenizer, model, exported):
+    plan = GPU[model]
+    assert plan.platform == "tensorrt_plan"
+    assert [g.kind for g in plan.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    assert list(plan.instance_group[0].profile) == ["0"]
+    assert not any(i.allow_ragged_batch for i in plan.input)  # a plan takes padded rows only
+    cpu = CPU[model]
+    assert [(i.name, i.data_type, list(i.dims)) for i in plan.input] == [(i.name, i.data_type, list(i.dims)) for i in cpu.input]
+    assert interface(plan)[1] == interface(cpu)[1]
+
+
+def test_gpu_ensembles_only_wire_tensors_their_steps_have():
+    for ensemble in (m for m in GPU.values() if m.platform == "ensemble"):
+        available = {i.name for i in ensemble.input}
+        for step in ensemble.ensemble_scheduling.step:
+            if step.model_name in GPU:
+                composing = GPU[step.model_name]
+                inputs, outputs = {i.name for i in composing.input}, {o.name for o in composing.output}
+                required = {i.name for i in composing.input if not i.optional}
+                assert composing.max_batch_size >= ensemble.max_batch_size, step.model_name
+            else:
+                known = TRTLLM_TENSORS[step.model_name]
+                inputs, outputs, required = known["inputs"], known["outputs"], known["required"]
+            assert set(step.input_map) <= inputs, step.model_name
+            assert required <= set(step.input_map), step.model_name
+            assert set(step.output_map) <= outputs, step.model_name
+            assert set(step.input_map.values()) <= available, f"{step.model_name} reads a tensor no earlier step makes"
+            available |= set(step.output_map.values())
+        assert {o.name for o in ensemble.output} <= available, ensemble.name
+
+
+def test_trtllm_template_values_fill_every_placeholder_a_config_field_needs():
+    values = model_configs.trtllm_template_values(Path("/engines/generator"), Path("/models/generator"))
+    assert set(values) == set(TRTLLM_TENSORS)
+    tensorrt_llm = values["tensorrt_llm"]
+    assert tensorrt_llm["batching_strategy"] == "inflight_fused_batching"
+    assert tensorrt_llm["enable_kv_cache_reuse"] == "true" and tensorrt_llm["decoupled_mode"] == "true"
+    assert tensorrt_llm["guided_decoding_backend"] == "xgrammar"
+    assert tensorrt_llm["exclude_input_in_output"] == "true"  # the CPU generator never repeats the prompt
+    for model_values in values.values():  # placeholders in max_batch_size and the queue policy must be filled
+        assert int(model_values["triton_max_batch_size"]) == GPU["generator"].max_batch_size
+
+
+@pytest.mark.parametrize("tokenizer,model,exported", TOKEN_MODELS)
+def test_the_engine_profile_covers_every_shape_the_tokenizer_emits(tokenizer, model, exported):
+    max_length = json.loads((MODELS_DIR / exported / "serving.json").read_text())["max_length"]
+    buckets = tuple(int(b) for b in GPU[tokenizer].parameters["length_buckets"].string_value.split(","))
+    profile = engine_profile(max_length)
+    plan = GPU[model]
+    assert plan.max_batch_size <= profile.max[0] and GPU[tokenizer].max_batch_size <= profile.max[0]
+    widths = set()
+    for longest in range(1, max_length + 1):  # the tokenizer truncates at max_length
+        width = bucket_width(longest, buckets, max_length)
+        assert longest <= width <= max_length
+        widths.add(width)
+    for width in widths:
+        for rows in (1, plan.max_batch_size):
+            assert profile.covers(rows, width), (rows, width)
+    assert len(widths) <= len(buckets) + 1  # a few shapes, so requests of one bucket batch together
+    for warmup in plan.model_warmup:
+        assert all(profile.covers(warmup.batch_size, i.dims[0]) for i in warmup.inputs.values())
+
+
+@pytest.mark.parametrize("kind", ["classifier", "embedder"])
+def test_the_qdq_onnx_tensorrt_builds_from_meets_the_serving_gate(kind):
+    from reviewlens.build_engines.quantize import gate
+
+    report = json.loads((REPORTS_DIR / "accuracy.json").read_text())[kind]
+    assert report["qdq"]["file"] == source_onnx(kind, "int8").name
+    if kind == "classifier":
+        metrics = {"agreement": report["qdq"]["agreement"],
+                   "accuracy_drop_points": 100 * (report["fp32"]["accuracy"] - report["qdq"]["accuracy"])}
+    else:
+        metrics = report["qdq"]
+    # The GPU profile serves the INT8 plan by default; if this fails, serve fp16 (GPU_PRECISION) or fix the Q/DQ.
+    assert SERVED_PRECISION == "int8" and gate(kind, metrics)["passed"], (metrics, gate(kind, metrics))
+
+
+def review_texts(count: int) -> list[str]:
+    with open(BUILD_DIR / "data" / "test.jsonl") as lines:
+        texts = [json.loads(line)["text"] for line in lines]
+    return sorted(texts[:count * 4], key=len)[::4][:count]  # short to long
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("tokenizer,model,exported", TOKEN_MODELS)
+def test_bucket_padding_leaves_the_qdq_onnx_outputs_unchanged(tokenizer, model, exported):
+    settings = json.loads((MODELS_DIR / exported / "serving.json").read_text())
+    buckets = tuple(int(b) for b in GPU[tokenizer].parameters["length_buckets"].string_value.split(","))
+    encoder = Tokenizer.from_file(str(MODELS_DIR / exported / "tokenizer.json"))
+    encoder.enable_truncation(settings["max_length"])
+    encoder.no_padding()  # as the serving tokenizer: rows keep their own lengths until padded below
+    rows = [e.ids for e in encoder.encode_batch(review_texts(12))]
+    qdq = session(source_onnx(exported, "int8"))
+
+    def run(batch: list[list[int]], width: int) -> np.ndarray:
+        ids = np.full((len(batch), width), settings["pad_id"], dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for i, row in enumerate(batch):
+            ids[i, :len(row)], mask[i, :len(row)] = row, 1
+        return qdq.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    alone = np.concatenate([run([row], len(row)) for row in rows])
+    bucketed = run(rows, bucket_width(max(map(len, rows)), buckets, settings["max_length"]))
+    assert len({len(r) for r in rows}) > 3  # the rows really are padded by different amounts
+    np.testing.assert_allclose(bucketed, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("module", ["tensorrt_engines", "trtllm_engine", "gpu_repository"])
+def test_gpu_only_scripts_stop_here_with_a_one_line_explanation(module):
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA driver")
+    result = subprocess.run([sys.executable, "-m", f"reviewlens.build_engines.{module}"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode != 0
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "needs an NVIDIA GPU" in lines[0], result.stderr
+
+
+def test_the_image_entrypoint_stops_before_tritonserver_without_a_gpu():
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA driver")
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    result = subprocess.run(["bash", str(REPO_ROOT / "build_engines" / "gpu_entrypoint.sh")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr
