@@ -183,10 +183,12 @@ class Analyzer:
             "embed", digests, texts, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
             lambda raw: np.frombuffer(raw, "<f4"))
         doubtful = [i for i, s in enumerate(classified) if self._doubtful(texts[i], s)]
-        rechecked = await asyncio.gather(*(self._recheck(texts[i]) for i in doubtful))
+        batches = [doubtful[start:start + prompts.RECHECK_BATCH] for start in range(0, len(doubtful), prompts.RECHECK_BATCH)]
+        rechecked = await asyncio.gather(*(self._recheck([texts[i] for i in batch]) for batch in batches))
         labels = [s.label for s in classified]
-        for i, label in zip(doubtful, rechecked):
-            labels[i] = label
+        for batch, batch_labels in zip(batches, rechecked):
+            for i, label in zip(batch, batch_labels):
+                labels[i] = label
         sentiments = [ReviewSentiment(t, label, round(s.confidence, DIGITS), i in doubtful)
                       for i, (t, s, label) in enumerate(zip(texts, classified, labels))]
         matrix = np.stack(embeddings).astype(np.float32)
@@ -214,9 +216,9 @@ class Analyzer:
         contrast = any(w in words if w.isascii() else w in text for w in self.settings.contrast_words)
         return sentiment.confidence < self.settings.recheck_below or contrast
 
-    async def _recheck(self, text: str) -> str:
-        answer, _ = await self._generate("recheck", prompts.recheck_messages(text), prompts.RECHECK_SCHEMA)
-        return answer["label"]
+    async def _recheck(self, texts: list[str]) -> list[str]:
+        answer, _ = await self._generate("recheck", prompts.recheck_messages(texts), prompts.recheck_schema(len(texts)))
+        return answer["labels"]
 
     async def _generate(self, kind: str, messages: list[dict[str, str]], schema: dict) -> tuple[dict, LLMCall]:
         """A JSON-constrained generator call, served from the cache when the same prompt ran before."""

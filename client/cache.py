@@ -41,7 +41,7 @@ def decode_sentiment(raw: bytes) -> Sentiment:
 
 
 class Cache:
-    """Async Redis cache with hit/miss counts; url None disables it."""
+    """Async Redis cache; url None disables it."""
 
     def __init__(self, url: str | None, retry_after_s: float = 5.0, on_lookup=None):
         self.url = url
@@ -49,8 +49,6 @@ class Cache:
         self.retry_after_s = retry_after_s
         self._redis = redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0) if url else None
         self._down_since: float | None = None
-        self.hits = 0
-        self.misses = 0
 
     @property
     def available(self) -> bool:
@@ -80,10 +78,8 @@ class Cache:
                 self._recovered()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
                 self._failed(error)
-        found = sum(v is not None for v in values)
-        self.hits += found
-        self.misses += len(keys) - found
         if self.on_lookup:
+            found = sum(v is not None for v in values)
             self.on_lookup(found, len(keys) - found)
         return values
 
@@ -105,11 +101,6 @@ class Cache:
 
     async def set_json(self, key: str, value, ttl_s: int) -> None:
         await self.set_many({key: json.dumps(value, ensure_ascii=False).encode("utf-8")}, ttl_s)
-
-    @property
-    def hit_ratio(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
 
     async def close(self) -> None:
         if self._redis is not None:

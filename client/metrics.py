@@ -38,6 +38,8 @@ class ClientMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.calls: list[LLMCall] = []
+        self.cache_hits = 0
+        self.cache_misses = 0
         self.started = time.perf_counter()
         self._ttft = Histogram("reviewlens_llm_ttft_seconds", "Time to first token of generator calls",
                                ["kind"], buckets=_LATENCY_BUCKETS, registry=self.registry)
@@ -72,10 +74,12 @@ class ClientMetrics:
         self._entities.labels("cache" if from_cache else "analysed").inc()
 
     def cache_counts(self, hits: int, misses: int) -> None:
+        self.cache_hits += hits
+        self.cache_misses += misses
         self.cache_lookups.labels("hit").inc(hits)
         self.cache_lookups.labels("miss").inc(misses)
 
-    def summary(self, sla_ttft_s: float, cache_hit_ratio: float) -> dict:
+    def summary(self, sla_ttft_s: float) -> dict:
         """Run-level figures: what the CLI prints and the run log ends with."""
         generated = [c for c in self.calls if not c.cached]
         wall = time.perf_counter() - self.started
@@ -94,7 +98,7 @@ class ClientMetrics:
             "decode_tokens_per_s": round(output / decode, 1) if decode else None,
             "goodput": round(sum(c.ttft_s < sla_ttft_s for c in generated) / len(generated), 3) if generated else None,
             "sla_ttft_s": sla_ttft_s,
-            "cache_hit_ratio": round(cache_hit_ratio, 3),
+            "cache_hit_ratio": round(self.cache_hits / lookups, 3) if (lookups := self.cache_hits + self.cache_misses) else None,
         }
 
     def write_log(self, path: Path, results: list[dict], summary: dict) -> None:

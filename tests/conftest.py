@@ -43,3 +43,11 @@ def review_texts():
         texts = [json.loads(line)["text"] for line in lines]
     assert len(texts) >= 200
     return texts
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server on a free loopback port, in memory only."""
+    from reviewlens.client.redis_server import RedisServer
+    with RedisServer(free_port()) as server:
+        yield server

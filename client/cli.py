@@ -1,0 +1,149 @@
+"""`reviewlens`: analyse review files against running Triton servers, or warm the cache.
+
+    reviewlens analyze reviews.jsonl [--url HOST:PORT ...] [--redis URL | --no-cache] [--json] [--out FILE]
+    reviewlens precompute reviews.jsonl --top 20
+
+Input: JSON lines with `entity_id`, `text` and optionally `entity_name`. Settings not given as
+flags come from REVIEWLENS_* environment variables (see client/settings.py), then defaults.
+Each run writes a JSON-lines log and an HTML report into --run-dir.
+"""
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reviewlens.client import report
+from reviewlens.client.analysis import Analyzer, EntityAnalysis
+from reviewlens.client.metrics import ClientMetrics
+from reviewlens.client.reviews_file import InputError, read_entities
+from reviewlens.client.settings import Settings
+from reviewlens.client.transport import ServersUnavailable
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for logs and grep
+
+URLS = typer.Option(None, "--url", help="Triton gRPC endpoint HOST:PORT; repeat for several servers (load is spread, dead ones skipped).")
+REDIS = typer.Option(None, "--redis", help="Redis URL for the cache, e.g. redis://127.0.0.1:6379/0.")
+NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write Redis.")
+TOP_K = typer.Option(None, "--top-k", help="Representative reviews per polarity (default 20).")
+CONCURRENCY = typer.Option(None, "--concurrency", help="Entities analysed at the same time (default 4).")
+RECHECK = typer.Option(None, "--recheck-below", help="Re-check reviews whose classifier confidence is below this with the generator (default 0.8).")
+KIND = typer.Option(None, "--kind", help='What the entities are, as prompts name them (default "movie").')
+RUN_DIR = typer.Option(Path("build/runs"), "--run-dir", help="Where each run's log and HTML report go.")
+METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while running.")
+
+
+def _settings(urls, redis, no_cache, top_k, concurrency, recheck_below, kind) -> Settings:
+    settings = Settings.from_env(urls=tuple(urls) if urls else None, redis_url=redis, top_k=top_k,
+                                 concurrency=concurrency, recheck_below=recheck_below, entity_kind=kind)
+    return (replace(settings, redis_url=None) if no_cache else settings).validate()
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+async def _run(settings: Settings, entities, metrics_port, quiet: bool) -> tuple[list[EntityAnalysis], ClientMetrics]:
+    metrics = ClientMetrics()
+    if metrics_port:
+        metrics.serve(metrics_port)
+    async with Analyzer(settings, metrics) as analyzer:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=quiet) as progress:
+            task = progress.add_task("analysing entities", total=len(entities))
+            results = await analyzer.analyze_many(entities, on_done=lambda _: progress.advance(task))
+    return results, metrics
+
+
+def _analyse(path: Path, settings: Settings, metrics_port, quiet: bool, top: int | None = None):
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        entities = read_entities(path)
+    except InputError as error:
+        _fail(str(error), 2)
+    if top is not None:
+        entities = sorted(entities, key=lambda e: (-len(e.reviews), e.entity_id))[:top]
+    try:
+        results, metrics = asyncio.run(_run(settings, entities, metrics_port, quiet))
+    except ServersUnavailable as error:
+        _fail(f"{error}. Is tritonserver running (`make serve`)?", 1)
+    except ValueError as error:
+        _fail(str(error), 2)
+    return results, metrics
+
+
+def _write_run(run_dir: Path, results: list[EntityAnalysis], metrics: ClientMetrics, settings: Settings,
+               title: str) -> dict:
+    # Milliseconds: a warm rerun can finish within the second of the run before it.
+    directory = run_dir / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    summary = metrics.summary(settings.sla_ttft_s)
+    records = [r.to_json() for r in results]
+    metrics.write_log(directory / "run.jsonl", records, summary)
+    calls = [dict(kind=c.kind, cached=c.cached, prompt_tokens=c.prompt_tokens, ttft_s=c.ttft_s) for c in metrics.calls]
+    (directory / "report.html").write_text(report.render(records, summary, calls, title), encoding="utf-8")
+    err.print(f"run log and report: {directory}/run.jsonl, {directory}/report.html", highlight=False)
+    return summary
+
+
+def _table(results: list[EntityAnalysis]) -> Table:
+    table = Table(show_lines=True)
+    for column in ("entity", "reviews", "positive", "praised", "criticised", "strengths"):
+        table.add_column(column, justify="right" if column in ("reviews", "positive") else "left")
+    for r in results:
+        table.add_row(r.entity_name or r.entity_id, str(len(r.reviews)), f"{r.sentiment_ratio['positive']:.0%}",
+                      "\n".join(r.summary["positive"]), "\n".join(r.summary["negative"]), "\n".join(r.strengths))
+    return table
+
+
+@app.command()
+def analyze(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, text, optional entity_name per line."),
+            url: list[str] = URLS, redis: str = REDIS, no_cache: bool = NO_CACHE, top_k: int = TOP_K,
+            concurrency: int = CONCURRENCY, recheck_below: float = RECHECK, kind: str = KIND,
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON result per entity instead of the table."),
+            out: Path = typer.Option(None, "--out", help="Also write the JSON results (one line per entity) here."),
+            run_dir: Path = RUN_DIR, metrics_port: int = METRICS_PORT):
+    """Analyse every entity of the file: sentiment, representative reviews, summary, strengths."""
+    settings = _settings(url, redis, no_cache, top_k, concurrency, recheck_below, kind)
+    results, metrics = _analyse(path, settings, metrics_port, quiet=False)
+    lines = [json.dumps(r.to_json(), ensure_ascii=False) for r in results]
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if as_json:
+        sys.stdout.write("\n".join(lines) + "\n")
+    else:
+        Console().print(_table(results))
+    summary = _write_run(run_dir, results, metrics, settings, f"Review analysis of {path.name}")
+    err.print(" · ".join(f"{k} {v}" for k, v in summary.items() if v is not None), highlight=False)
+
+
+@app.command()
+def precompute(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, text, optional entity_name per line."),
+               top: int = typer.Option(20, "--top", min=1, help="Analyse the N entities with the most reviews."),
+               url: list[str] = URLS, redis: str = REDIS, top_k: int = TOP_K, concurrency: int = CONCURRENCY,
+               recheck_below: float = RECHECK, kind: str = KIND, run_dir: Path = RUN_DIR,
+               metrics_port: int = METRICS_PORT):
+    """Warm the Redis cache with the results of the most-reviewed entities (for cron; idempotent:
+    entities whose reviews did not change are served from the cache, nothing is recomputed)."""
+    settings = _settings(url, redis, False, top_k, concurrency, recheck_below, kind)
+    results, metrics = _analyse(path, settings, metrics_port, quiet=not sys.stderr.isatty(), top=top)
+    cached = sum(bool(r.metrics.get("from_cache")) for r in results)
+    _write_run(run_dir, results, metrics, settings, f"Pre-computation of {path.name}")
+    print(f"precomputed {len(results)} entities: {len(results) - cached} analysed, {cached} already cached")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
