@@ -253,7 +253,7 @@ def llama_cpp_generator() -> str:
         tensors("output", GENERATOR_OUTPUTS),
         parameter(*CHAT_TEMPLATE_PARAMETER),
         parameter("n_ctx", "8192", "KV cells shared by all sequences"),
-        parameter("prefix_slots", "2", "prompts whose KV cache is kept for reuse"),
+        parameter("prefix_slots", "4", "prompts whose KV cache is kept for reuse"),
         parameter("prefill_chunk", "128", "prompt tokens per decode step"),
         parameter("threads", "0", "0: all cores"),
         instance_group(),

@@ -320,9 +320,12 @@ class LlamaEngine:
     def _remember_prefix(self, sequence: _Sequence) -> None:
         """Tag a freshly prefilled prompt's cells with a prefix slot for later prompts to reuse."""
         tokens = sequence.tokens
-        # Replace a slot whose tokens this prompt extends or repeats, else the least recently used.
-        slot = next((p for p in self.prefixes if p.tokens and _common_prefix(p.tokens, tokens) == len(p.tokens)),
-                    min(self.prefixes, key=lambda p: p.last_used, default=None))
+        # Replace the slot of the same prompt family (the longest shared prefix, e.g. the same
+        # instructions), so that one kind of prompt does not evict another's; else the least
+        # recently used slot.
+        slot = max(self.prefixes, key=lambda p: _common_prefix(p.tokens, tokens), default=None)
+        if slot is not None and _common_prefix(slot.tokens, tokens) < MIN_PREFIX_REUSE:
+            slot = min(self.prefixes, key=lambda p: p.last_used)
         if slot is None or slot.tokens == tokens:
             return
         self._drop_prefix(slot)
