@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from tritonclient.utils import InferenceServerException
 
 from reviewlens.client import report
 from reviewlens.client.analysis import Analyzer, EntityAnalysis
@@ -76,6 +77,8 @@ def _analyse(path: Path, settings: Settings, metrics_port, quiet: bool, top: int
         results, metrics = asyncio.run(_run(settings, entities, metrics_port, quiet))
     except ServersUnavailable as error:
         _fail(f"{error}. Is tritonserver running (`make serve`)?", 1)
+    except InferenceServerException as error:
+        _fail(f"Triton answered: {error.message()}", 1)
     except ValueError as error:
         _fail(str(error), 2)
     return results, metrics

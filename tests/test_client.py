@@ -160,3 +160,16 @@ def test_prompts_quote_only_top_reviews_within_the_budget(settings, entities):
     # The prompt holds the instructions and the quoted reviews that fit the budget, not all 18.
     all_reviews = sum(estimate_tokens(t) for t in entity.reviews)
     assert call["prompt_tokens"] < all_reviews
+
+
+def test_generator_metrics_are_exposed_for_prometheus(triton):
+    import urllib.request
+    settings = Settings(urls=(triton.grpc_url,), redis_url=None)
+    port = free_port()
+    with SyncAnalyzer(settings) as analyzer:
+        analyzer.metrics.serve(port)
+        analyzer.analyze(Entity("metered", ["Gorgeous to look at.", "The plot makes no sense."]))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    assert 'reviewlens_llm_ttft_seconds_count{kind="summary"} 1.0' in text
+    assert 'reviewlens_llm_tokens_total{direction="output",kind="strengths"}' in text
+    assert 'reviewlens_cache_lookups_total{result="miss"}' in text
