@@ -13,6 +13,7 @@ entities of the same call (the reviews most typical of this entity and least lik
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -166,7 +167,8 @@ class Analyzer:
     def _entity_key(self, entity: Entity, review_digests: dict[str, str]) -> str:
         s = self.settings
         inputs = json.dumps([entity.entity_id, entity.name, sorted(review_digests.items()), s.recheck_below,
-                             s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind, s.seed])
+                             s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind, s.seed,
+                             prompts.FINGERPRINT])
         return self._key("entity", "generator", content_hash(inputs, *self.versions.values()))
 
     async def _bounded(self, coroutine):
@@ -212,7 +214,7 @@ class Analyzer:
         return values, len(missing)
 
     def _doubtful(self, text: str, sentiment: Sentiment) -> bool:
-        words = set(text.lower().replace(",", " ").replace(".", " ").split())
+        words = set(re.findall(r"\w+", text.lower()))
         contrast = any(w in words if w.isascii() else w in text for w in self.settings.contrast_words)
         return sentiment.confidence < self.settings.recheck_below or contrast
 

@@ -10,6 +10,7 @@ the longest JSON the schema allows, so an answer is never cut off mid-JSON.
 Every prompt of a kind starts with the same system message, so the generator's prefix cache
 serves it after the first call.
 """
+import hashlib
 import json
 
 LABELS = ("negative", "positive")
@@ -101,3 +102,8 @@ def summary_messages(kind: str, texts: list[str]) -> list[dict[str, str]]:
 def strengths_messages(kind: str, texts: list[str]) -> list[dict[str, str]]:
     return [{"role": "system", "content": STRENGTHS_SYSTEM.format(kind=kind)},
             {"role": "user", "content": quote_reviews(texts)}]
+
+
+# Part of every whole-entity cache key: a change to any prompt or schema invalidates cached results.
+FINGERPRINT = hashlib.sha256(json.dumps([RECHECK_SYSTEM, SUMMARY_SYSTEM, STRENGTHS_SYSTEM, SUMMARY_SCHEMA,
+                                         recheck_schema(RECHECK_BATCH), STRENGTHS_SCHEMA]).encode()).hexdigest()[:16]

@@ -106,3 +106,12 @@ def test_cached_sentiment_is_compact_and_round_trips():
     raw = encode_sentiment(value)
     assert len(raw) == len(b"positive") + 2 + 3 * 4
     assert decode_sentiment(raw) == value
+
+
+@pytest.mark.parametrize("text, doubtful", [
+    ("Fine (though far too long).", True), ("Funny; but; sad.", True), ("Butter-smooth direction.", False),
+    ("좋았지만 너무 길다", True), ("A triumph.", False)])
+def test_contrast_words_mark_a_confident_review_doubtful(text, doubtful):
+    from reviewlens.client.analysis import Analyzer
+    confident = Sentiment("positive", 0.99, (0.01, 0.99), False)
+    assert Analyzer(Settings())._doubtful(text, confident) is doubtful
