@@ -22,7 +22,6 @@ import numpy as np
 from reviewlens.client import prompts
 from reviewlens.client.cache import Cache, content_hash, decode_sentiment, encode_sentiment
 from reviewlens.client.generation import CHAT_TEMPLATES, GenerationParams
-from reviewlens.client.inference import Sentiment
 from reviewlens.client.metrics import ClientMetrics, LLMCall
 from reviewlens.client.selection import centroid, distinctive, mmr
 from reviewlens.client.settings import Settings
@@ -34,6 +33,14 @@ log = logging.getLogger("reviewlens.client")
 SHORT_PROMPT_TOKENS = 160
 # Rounding each review's label confidence and similarity keeps results readable.
 DIGITS = 4
+
+
+def is_doubtful(text: str, confidence: float, settings: Settings) -> bool:
+    """Re-check rule: low classifier confidence, or a word that turns the sentence around (matched
+    as a whole word in English; as a substring for Korean endings such as "지만")."""
+    words = set(re.findall(r"\w+", text.lower()))
+    contrast = any(w in words if w.isascii() else w in text for w in settings.contrast_words)
+    return confidence < settings.recheck_below or contrast
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,7 @@ class Analyzer:
         embeddings, new_embeddings = await self._cached_per_review(
             "embed", digests, texts, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
             lambda raw: np.frombuffer(raw, "<f4"))
-        doubtful = [i for i, s in enumerate(classified) if self._doubtful(texts[i], s)]
+        doubtful = [i for i, s in enumerate(classified) if is_doubtful(texts[i], s.confidence, self.settings)]
         batches = [doubtful[start:start + prompts.RECHECK_BATCH] for start in range(0, len(doubtful), prompts.RECHECK_BATCH)]
         rechecked = await asyncio.gather(*(self._recheck([texts[i] for i in batch]) for batch in batches))
         labels = [s.label for s in classified]
@@ -212,11 +219,6 @@ class Analyzer:
                 values[i] = value
             await self.cache.set_many({keys[i]: encode(values[i]) for i in missing}, self.settings.review_ttl_s)
         return values, len(missing)
-
-    def _doubtful(self, text: str, sentiment: Sentiment) -> bool:
-        words = set(re.findall(r"\w+", text.lower()))
-        contrast = any(w in words if w.isascii() else w in text for w in self.settings.contrast_words)
-        return sentiment.confidence < self.settings.recheck_below or contrast
 
     async def _recheck(self, texts: list[str]) -> list[str]:
         answer, _ = await self._generate("recheck", prompts.recheck_messages(texts), prompts.recheck_schema(len(texts)))

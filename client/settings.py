@@ -4,7 +4,7 @@ Every field can be set by an environment variable named REVIEWLENS_<FIELD> (uppe
 comma-separated, an empty REVIEWLENS_REDIS_URL turns caching off); the CLI's flags override them.
 """
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 # Words that turn a sentence around: a review containing one is re-checked by the generator even
 # when the classifier is confident (seed 004 used "하지만" / "지만" for Korean reviews).

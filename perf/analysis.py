@@ -53,7 +53,7 @@ import tritonclient.grpc as grpcclient
 from reviewlens.build_engines.data import find_sources, read_jsonl
 from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY
 from reviewlens.client import prompts
-from reviewlens.client.analysis import Entity, EntityAnalysis, SyncAnalyzer
+from reviewlens.client.analysis import Entity, EntityAnalysis, SyncAnalyzer, is_doubtful
 from reviewlens.client.generation import chatml
 from reviewlens.client.redis_server import RedisServer
 from reviewlens.client.settings import Settings
@@ -105,13 +105,6 @@ def all_review_prompts(kind: str, entity: Entity) -> dict[str, list[dict[str, st
     """The baseline's summary and strengths messages: every review of the entity, in order."""
     return {"summary": prompts.summary_messages(kind, entity.reviews),
             "strengths": prompts.strengths_messages(kind, entity.reviews)}
-
-
-def doubtful(text: str, confidence: float, settings: Settings) -> bool:
-    """The client's re-check rule (Analyzer._doubtful): low confidence, or a word that turns the sentence."""
-    words = set(text.lower().replace(",", " ").replace(".", " ").split())
-    contrast = any(w in words if w.isascii() else w in text for w in settings.contrast_words)
-    return confidence < settings.recheck_below or contrast
 
 
 def gguf_path() -> Path:
@@ -177,7 +170,7 @@ def run_baseline(entities: list[Entity], settings: Settings, gguf: Path) -> dict
         labels = [p["label"] for p in predictions]
         classifier_labels = list(labels)
         rechecked = [i for i, (text, p) in enumerate(zip(entity.reviews, predictions))
-                     if doubtful(text, p["score"], settings)]
+                     if is_doubtful(text, p["score"], settings)]
         tick = time.perf_counter()
         for i in rechecked:
             answer, call = generate(llm, grammar_for, "recheck", entity.entity_id,

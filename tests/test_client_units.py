@@ -112,6 +112,5 @@ def test_cached_sentiment_is_compact_and_round_trips():
     ("Fine (though far too long).", True), ("Funny; but; sad.", True), ("Butter-smooth direction.", False),
     ("좋았지만 너무 길다", True), ("A triumph.", False)])
 def test_contrast_words_mark_a_confident_review_doubtful(text, doubtful):
-    from reviewlens.client.analysis import Analyzer
-    confident = Sentiment("positive", 0.99, (0.01, 0.99), False)
-    assert Analyzer(Settings())._doubtful(text, confident) is doubtful
+    from reviewlens.client.analysis import is_doubtful
+    assert is_doubtful(text, 0.99, Settings()) is doubtful
