@@ -254,3 +254,49 @@ def test_the_image_entrypoint_stops_before_tritonserver_without_a_gpu():
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr
+
+
+def test_fill_template_fills_named_placeholders_and_leaves_the_others_to_the_backend():
+    from reviewlens.build_engines.gpu_repository import fill_template
+
+    template = 'max_batch_size: ${triton_max_batch_size}\nparameters: { key: "x" value: { string_value: "${x}" } }'
+    assert fill_template(template, {"triton_max_batch_size": "64"}) == \
+        'max_batch_size: 64\nparameters: { key: "x" value: { string_value: "${x}" } }'
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of Dockerfile.triton, continuation lines joined, comments dropped."""
+    text = (REPO_ROOT / "Dockerfile.triton").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = "\n".join(lines).replace("\\\n", " ")
+    return [tuple(line.split(None, 1)) for line in joined.splitlines() if line.strip()]
+
+
+def test_the_image_copies_files_that_exist_and_are_not_docker_ignored():
+    import fnmatch
+
+    ignored = [p.strip() for p in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+               if p.strip() and not p.startswith("#")]
+
+    def is_ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, pattern) or path.startswith(pattern.rstrip("/") + "/") for pattern in ignored)
+
+    copies = [args.split()[:-1] for instruction, args in dockerfile_instructions() if instruction == "COPY"]
+    for source in (s for sources in copies for s in sources):
+        assert (REPO_ROOT / source).exists(), f"Dockerfile.triton copies {source}, which is missing"
+    needed = [f"build/models/{m}/{f}" for m in ("classifier", "embedder")
+              for f in ("model_fp16.onnx", "model_qdq.onnx", "tokenizer.json", "serving.json")]
+    needed += ["build/models/classifier/labels.json", "build/reports/accuracy.json",
+               "model_repository/sentiment_tokenizer/1/model.py", "build_engines/gpu_entrypoint.sh"]
+    assert not [path for path in needed if is_ignored(path)]
+    assert all(is_ignored(path) for path in ("build/models/generator/model.gguf", "build/models/embedder/model_fp32.onnx",
+                                             "model_repository/encoder/1/model.onnx", ".venv"))
+
+
+def test_the_image_entrypoint_is_the_executable_script_copied_into_its_workdir():
+    instructions = dict(dockerfile_instructions())
+    entrypoint = json.loads(instructions["ENTRYPOINT"])[0]
+    workdir = instructions["WORKDIR"]
+    script = REPO_ROOT / Path(entrypoint).relative_to(workdir)
+    assert script.is_file() and os.access(script, os.X_OK)
+    assert instructions["USER"] != "root" and "HEALTHCHECK" in instructions
