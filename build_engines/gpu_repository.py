@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generator-dtype", choices=GENERATOR_DTYPES, default=os.environ.get("GENERATOR_DTYPE", "auto"),
                         help="the TensorRT-LLM engine's dtype (default: $GENERATOR_DTYPE or auto, the checkpoint's)")
     args = parser.parse_args(argv)
+    if SERVED_PRECISION not in PRECISIONS:
+        parser.error(f"GPU_PRECISION must be one of {', '.join(PRECISIONS)}, not {SERVED_PRECISION!r}")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     assemble(args.output, args.checkpoint, args.trtllm_source, args.engines, args.precision, args.generator_dtype,
              args.models_dir)

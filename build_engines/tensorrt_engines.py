@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="the CPU build's exported models")
     parser.add_argument("--engines", type=Path, default=ENGINES_DIR, help="engine cache (a volume in the image)")
     args = parser.parse_args(argv)
+    if SERVED_PRECISION not in PRECISIONS:
+        parser.error(f"GPU_PRECISION must be one of {', '.join(PRECISIONS)}, not {SERVED_PRECISION!r}")
 
     tool = "building TensorRT engines"
     gpu = require_gpu(tool)
