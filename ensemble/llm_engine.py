@@ -11,7 +11,9 @@ Prompt-prefix reuse: prefill is the expensive part on the CPU (~75 prompt tokens
 output tokens/s) and analysis prompts start with the same instructions. After a prompt is
 prefilled its KV cells are also tagged with one of `prefix_slots` extra sequence ids (in a
 unified cache a copy only adds a tag, no memory); a new prompt that shares a prefix with one of
-them starts from those cells and prefills only the rest.
+them starts from those cells and prefills only the rest. Prompts that arrive together share too:
+a request whose start another prompt in flight is still prefilling waits for those cells (a step
+or two) and copies them, instead of computing them a second time.
 
 Text goes out as it is generated, never splitting a UTF-8 character, and holding back text that
 could be the start of a stop word. The engine knows nothing of Triton: a `Generation` carries
@@ -281,6 +283,8 @@ class LlamaEngine:
                 continue
             if not self._make_room(len(tokens) + request.max_tokens):
                 return  # wait for an active sequence to finish
+            if self._prefilling_same_start(tokens):
+                return  # join once those cells are computed, instead of computing them twice
             self._waiting.pop(0)
             try:
                 sampler = self._sampler(request)
@@ -304,17 +308,36 @@ class LlamaEngine:
             self._drop_prefix(prefix)
         return used() + needed <= self.n_ctx
 
+    def _shared_cells(self, tokens: list[int]) -> list[tuple[int, int, _Prefix | _Sequence]]:
+        """(tokens shared, of which already in the KV cache, source) for every prefix slot and every
+        prompt in flight that starts like `tokens`: requests that arrive together (an analysis
+        fans out prompts with the same instructions) share cells before any slot holds them."""
+        sources = []
+        for source in [*self.prefixes, *self._active.values()]:
+            shared = _common_prefix(source.tokens, tokens)
+            if shared >= MIN_PREFIX_REUSE:
+                computed = shared if isinstance(source, _Prefix) else min(shared, source.n_past)
+                sources.append((shared, computed, source))
+        return sources
+
+    def _prefilling_same_start(self, tokens: list[int]) -> bool:
+        """True while a prompt in flight that shares more of `tokens` than any cached prefix is
+        still computing the shared part (then waiting a step or two saves computing it twice)."""
+        sources = self._shared_cells(tokens)
+        ready = max((computed for _, computed, _ in sources), default=0)
+        return any(computed < min(shared, len(tokens) - 1) and shared > ready for shared, computed, _ in sources)
+
     def _reuse_prefix(self, sequence: _Sequence) -> None:
-        best, common = None, 0
-        for prefix in self.prefixes:
-            n = _common_prefix(prefix.tokens, sequence.tokens)
-            if n > common:
-                best, common = prefix, n
+        sources = self._shared_cells(sequence.tokens)
+        if not sources:
+            return
+        _, common, best = max(sources, key=lambda item: item[1])
         common = min(common, len(sequence.tokens) - 1)  # the last prompt token is decoded for its logits
-        if best is None or common < MIN_PREFIX_REUSE:
+        if common < MIN_PREFIX_REUSE:
             return
         llama_cpp.llama_memory_seq_cp(self.context.memory, best.seq_id, sequence.seq_id, 0, common)
-        best.last_used = time.perf_counter()
+        if isinstance(best, _Prefix):
+            best.last_used = time.perf_counter()
         sequence.n_past = sequence.n_cached = common
 
     def _remember_prefix(self, sequence: _Sequence) -> None:

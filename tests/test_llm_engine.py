@@ -44,6 +44,25 @@ def test_shared_instruction_prefix_is_not_prefilled_again(engine):
     assert second["stats"]["prompt_tokens"] - second["stats"]["cached_prompt_tokens"] < 20
 
 
+def test_prompts_arriving_together_compute_their_shared_start_once(engine):
+    system = [{"role": "system", "content": "Batch 41. " + INSTRUCTIONS}]   # in no prefix slot yet
+    outcomes, both_done = [], threading.Event()
+
+    def finished(outcome):
+        outcomes.append(outcome)
+        if len(outcomes) == 2:
+            both_done.set()
+    for review in ("Great film.", "Dull plot."):
+        request = Generation(prompt=chatml(system + [{"role": "user", "content": review}]), max_tokens=4,
+                             on_done=lambda text, stats: finished(stats),
+                             on_error=lambda message: finished({"error": message}))
+        engine.submit(request, engine.check(request))
+    assert both_done.wait(300) and all("error" not in o for o in outcomes), outcomes
+    instruction_tokens = len(engine.tokenize(chatml(system)))
+    assert sorted(o["cached_prompt_tokens"] for o in outcomes)[0] == 0
+    assert sorted(o["cached_prompt_tokens"] for o in outcomes)[1] >= instruction_tokens - 8
+
+
 def test_unrelated_prompt_reuses_nothing(engine):
     outcome = run(engine, "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n")
     assert outcome["stats"]["cached_prompt_tokens"] == 0
