@@ -25,6 +25,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -118,8 +119,8 @@ def _machine_ticks() -> tuple[int, int]:
     return busy, busy + idle + iowait
 
 
-def _own_ticks() -> int:
-    """CPU ticks of this process and all its descendants, alive or reaped (tritonserver, its stubs)."""
+def _own_processes() -> dict[tuple[int, int], int]:
+    """CPU ticks (utime + stime) of this process and each live descendant, by (pid, start time)."""
     parents, ticks = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -130,7 +131,7 @@ def _own_ticks() -> int:
             continue  # exited while listing
         pid = int(entry.name)
         parents[pid] = int(fields[1])
-        ticks[pid] = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+        ticks[(pid, int(fields[19]))] = int(fields[11]) + int(fields[12])
     mine = os.getpid()
 
     def descends_from_me(pid: int) -> bool:
@@ -140,7 +141,7 @@ def _own_ticks() -> int:
             pid = parents.get(pid, 0)
         return False
 
-    return sum(t for pid, t in ticks.items() if descends_from_me(pid))
+    return {key: value for key, value in ticks.items() if descends_from_me(key[0])}
 
 
 def write_results(name: str, report: dict, markdown, other_load: "OtherLoad") -> None:
@@ -158,15 +159,30 @@ class OtherLoad:
     """Share of the machine's CPU that processes outside this run used while it ran.
 
     The machine is shared (builds, other benchmarks): a figure is only valid if this stays near 0.
+    This run's processes (tritonserver, its Python-backend stubs, redis-server) are sampled twice a
+    second while they live: a stub that outlives its server is reaped by init, and its CPU time
+    would otherwise vanish from ours and show up as "other".
     """
 
     def __init__(self):
         self.start_busy, self.start_total = _machine_ticks()
-        self.start_own = _own_ticks()
+        self._seen: dict[tuple[int, int], int] = {}
+        self._sample()
+        self._start_own = sum(self._seen.values())
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _sample(self) -> None:
+        self._seen.update(_own_processes())
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.5)
+            self._sample()
 
     def share(self) -> float:
+        self._sample()
         busy, total = _machine_ticks()
-        others = (busy - self.start_busy) - (_own_ticks() - self.start_own)
+        others = (busy - self.start_busy) - (sum(self._seen.values()) - self._start_own)
         return round(max(others, 0) / max(total - self.start_total, 1), 3)
 
 
