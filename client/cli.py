@@ -42,15 +42,18 @@ RUN_DIR = typer.Option(Path("build/runs"), "--run-dir", help="Where each run's l
 METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while running.")
 
 
-def _settings(urls, redis, no_cache, top_k, concurrency, recheck_below, kind) -> Settings:
-    settings = Settings.from_env(urls=tuple(urls) if urls else None, redis_url=redis, top_k=top_k,
-                                 concurrency=concurrency, recheck_below=recheck_below, entity_kind=kind)
-    return (replace(settings, redis_url=None) if no_cache else settings).validate()
-
-
 def _fail(message: str, code: int) -> None:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _settings(urls, redis, no_cache, top_k, concurrency, recheck_below, kind) -> Settings:
+    try:
+        settings = Settings.from_env(urls=tuple(urls) if urls else None, redis_url=redis, top_k=top_k,
+                                     concurrency=concurrency, recheck_below=recheck_below, entity_kind=kind)
+        return (replace(settings, redis_url=None) if no_cache else settings).validate()
+    except ValueError as error:
+        _fail(str(error), 2)
 
 
 async def _run(settings: Settings, entities, metrics_port, quiet: bool) -> tuple[list[EntityAnalysis], ClientMetrics]:

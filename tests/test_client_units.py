@@ -54,6 +54,12 @@ def test_cli_reports_a_bad_file_without_a_traceback(tmp_path):
     assert "r.jsonl:2: not valid JSON" in result.output and "Traceback" not in result.output
 
 
+def test_cli_refuses_an_out_of_range_setting(tmp_path):
+    path = write_lines(tmp_path / "r.jsonl", [b'{"entity_id": "a", "text": "fine"}'])
+    result = CliRunner().invoke(app, ["analyze", str(path), "--no-cache", "--top-k", "0"])
+    assert result.exit_code == 2 and "top_k must be within [1, 200]" in result.output
+
+
 def test_empty_file_is_an_error(tmp_path):
     with pytest.raises(InputError, match="no reviews"):
         read_entities(write_lines(tmp_path / "r.jsonl", [b""]))
