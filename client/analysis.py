@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -107,6 +108,9 @@ class Analyzer:
         self.versions: dict[str, str] = {}
         self.chat_template = CHAT_TEMPLATES["chatml"]
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        # Generator calls in flight: enough to keep the generator's 4 sequences busy with a queue
+        # behind them, without flooding its bounded queue when many entities run.
+        self._generator_slots = asyncio.Semaphore(2 * settings.concurrency)
 
     async def __aenter__(self) -> "Analyzer":
         # gRPC aio channels belong to the event loop they are made in: this one.
@@ -154,21 +158,24 @@ class Analyzer:
                     on_done(results[entity.entity_id])
         todo = [e for e in entities if e.entity_id not in results]
         if todo:
-            # Strengths need every entity's positive centroid, so all entities are prepared (cheap
-            # when their reviews are cached) before any summary is written.
-            prepared = await asyncio.gather(*(self._bounded(self._prepare(e)) for e in entities))
-            by_id = {p.entity.entity_id: p for p in prepared}
-            others = {p.entity.entity_id: p.centroids.get("positive") for p in prepared}
+            # Strengths are measured against every entity's positive centroid, so all entities are
+            # prepared (cheap when their reviews are cached); each summary starts as soon as its
+            # own entity is prepared.
+            preparing = {e.entity_id: asyncio.ensure_future(self._bounded(self._prepare(e))) for e in entities}
+            everyone = asyncio.ensure_future(asyncio.gather(*preparing.values()))
+
+            async def rivals_of(entity_id: str) -> list[np.ndarray]:
+                return [p.centroids["positive"] for p in await everyone
+                        if p.entity.entity_id != entity_id and "positive" in p.centroids]
 
             async def finish(entity):
-                rivals = [c for other, c in others.items() if other != entity.entity_id and c is not None]
-                result = await self._finish(by_id[entity.entity_id], rivals)
+                result = await self._finish(await preparing[entity.entity_id], rivals_of(entity.entity_id))
                 await self.cache.set_json(keys[entity.entity_id], result.to_json(), self.settings.entity_ttl_s)
                 results[entity.entity_id] = result
                 self.metrics.entity_done(from_cache=False)
                 if on_done:
                     on_done(result)
-            await asyncio.gather(*(self._bounded(finish(e)) for e in todo))
+            await asyncio.gather(*(finish(e) for e in todo))
         return [results[i] for i in ids]
 
     def _entity_key(self, entity: Entity, review_digests: dict[str, str]) -> str:
@@ -235,8 +242,9 @@ class Analyzer:
             self.metrics.llm_call(call)
             return cached, call
         estimate = prompts.estimate_tokens(prompt)
-        generated = await self.pool.generate(prompt, prompts.max_tokens_for(schema), params,
-                                             priority=1 if estimate <= SHORT_PROMPT_TOKENS else 2)
+        async with self._generator_slots:
+            generated = await self.pool.generate(prompt, prompts.max_tokens_for(schema), params,
+                                                 priority=1 if estimate <= SHORT_PROMPT_TOKENS else 2)
         answer = generated.json()
         call = LLMCall(kind, False, generated.prompt_tokens, generated.output_tokens,
                        round(generated.time_to_first_token_s, 3), round(generated.total_s, 3))
@@ -244,7 +252,7 @@ class Analyzer:
         await self.cache.set_json(key, answer, self.settings.llm_ttl_s)
         return answer, call
 
-    async def _finish(self, prepared: _Prepared, rivals: list[np.ndarray]) -> EntityAnalysis:
+    async def _finish(self, prepared: _Prepared, rivals: Awaitable[list[np.ndarray]]) -> EntityAnalysis:
         started = time.perf_counter()
         s, entity, matrix = self.settings, prepared.entity, prepared.embeddings
         rows = {label: [i for i, r in enumerate(prepared.sentiments) if r.label == label] for label in prompts.LABELS}
@@ -257,14 +265,16 @@ class Analyzer:
                          for text in prompts.within_budget(representative[label], s.prompt_token_budget // len(present))]
         praise = rows["positive"] or rows["negative"]
         own = prepared.centroids.get("positive", prepared.centroids.get("negative"))
-        strength_texts = prompts.within_budget(
-            [entity.reviews[praise[i]] for i in distinctive(matrix[praise], own, rivals, s.top_k)],
-            s.prompt_token_budget // 2)
+
+        async def strengths_answer():
+            ranked = distinctive(matrix[praise], own, await rivals, s.top_k)
+            texts = prompts.within_budget([entity.reviews[praise[i]] for i in ranked], s.prompt_token_budget // 2)
+            return await self._generate("strengths", prompts.strengths_messages(s.entity_kind, texts),
+                                        prompts.STRENGTHS_SCHEMA)
         (summary, summary_call), (strengths, strengths_call) = await asyncio.gather(
             self._generate("summary", prompts.summary_messages(s.entity_kind, summary_texts),
                            prompts.summary_schema(present)),
-            self._generate("strengths", prompts.strengths_messages(s.entity_kind, strength_texts),
-                           prompts.STRENGTHS_SCHEMA))
+            strengths_answer())
         total = len(entity.reviews)
         return EntityAnalysis(
             entity.entity_id, entity.name, prepared.sentiments,
