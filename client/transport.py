@@ -1,9 +1,9 @@
 """Async gRPC calls spread over several Triton servers, with retry on UNAVAILABLE and deadlines.
 
 Requests go round-robin over the URLs. A server that answers UNAVAILABLE (down, restarting,
-queue full) is retried on the next URL after an exponential backoff; other errors (bad input, a
-deadline) go straight back to the caller. A generator stream is retried only if the server
-failed before sending anything, so no text is ever duplicated.
+queue full) is retried on the next URL after an exponential backoff, and skipped for REST_S
+seconds; other errors (bad input, a deadline) go straight back to the caller. A generator call
+that fails is retried from the start: its text is returned whole, so nothing is duplicated.
 """
 import asyncio
 import itertools
@@ -20,6 +20,9 @@ from reviewlens.client.generation import GenerationParams, Generated, request_in
 from reviewlens.client.inference import Sentiment, text_input
 
 log = logging.getLogger("reviewlens.client")
+
+
+REST_S = 5.0
 
 
 class ServersUnavailable(RuntimeError):
@@ -44,17 +47,30 @@ class TritonPool:
         self.batch_size = batch_size
         self._clients = [aioclient.InferenceServerClient(url) for url in self.urls]
         self._turn = itertools.count()
+        # A server that answered UNAVAILABLE is skipped until this time (monotonic clock), so a dead
+        # one costs one failed attempt per REST_S, not one per call.
+        self._resting = [0.0] * len(self.urls)
+
+    def _next_server(self) -> int:
+        """The next server in turn that is not resting (any server when all are)."""
+        now = time.monotonic()
+        for _ in range(len(self._clients)):
+            index = next(self._turn) % len(self._clients)
+            if self._resting[index] <= now:
+                return index
+        return index
 
     async def _call(self, what: str, attempt_on):
         """Run attempt_on(client) on the next server, moving on while servers are UNAVAILABLE."""
         errors = []
         for attempt in range(self.retries + 1):
-            index = next(self._turn) % len(self._clients)
+            index = self._next_server()
             try:
                 return await attempt_on(self._clients[index])
             except (InferenceServerException, grpc.RpcError) as error:
                 if not _unavailable(error):
                     raise
+                self._resting[index] = time.monotonic() + REST_S
                 errors.append(f"{self.urls[index]}: {str(error).splitlines()[0][:200]}")
                 log.info("%s: %s unavailable (attempt %d), trying the next server", what, self.urls[index], attempt + 1)
                 await asyncio.sleep(self.backoff_s * 2 ** attempt)

@@ -7,6 +7,7 @@ import redis
 from typer.testing import CliRunner
 
 from reviewlens.build_engines.paths import BUILD_DIR
+from reviewlens.client import transport
 from reviewlens.client.analysis import Entity, SyncAnalyzer
 from reviewlens.client.cli import app
 from reviewlens.client.prompts import LABELS, estimate_tokens
@@ -112,11 +113,14 @@ def test_a_review_with_instructions_does_not_change_the_output_format(triton):
     assert attack in [r.text for r in result.reviews]
 
 
-def test_one_dead_server_among_two_the_run_completes(triton, entities):
+def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, entities, caplog, monkeypatch):
+    monkeypatch.setattr(transport, "REST_S", 600.0)
     dead = f"127.0.0.1:{free_port()}"
     settings = Settings(urls=(dead, triton.grpc_url), redis_url=None, backoff_s=0.01)
-    result = analyse(settings, [Entity("pair", entities[0].reviews[:3])])[0]
+    with caplog.at_level(logging.INFO, logger="reviewlens.client"):
+        result = analyse(settings, [Entity("pair", entities[0].reviews[:3])])[0]
     assert len(result.reviews) == 3 and set(result.summary) == {"positive", "negative"}
+    assert sum(dead in m and "unavailable" in m for m in caplog.messages) == 1
 
 
 def test_no_server_alive_is_a_clear_error():
