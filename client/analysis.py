@@ -32,6 +32,9 @@ log = logging.getLogger("reviewlens.client")
 
 # Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
 SHORT_PROMPT_TOKENS = 160
+# The served tokenizers refuse longer texts (ensemble/tokenizer.py, MAX_TEXT_BYTES); checked here so
+# that one huge review fails with its entity's name before any request.
+MAX_REVIEW_BYTES = 1_000_000
 # Rounding each review's label confidence and similarity keeps results readable.
 DIGITS = 4
 
@@ -58,6 +61,8 @@ class Entity:
         for index, text in enumerate(self.reviews):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"entity {self.entity_id!r}: review {index} is empty")
+            if len(text.encode("utf-8")) > MAX_REVIEW_BYTES:
+                raise ValueError(f"entity {self.entity_id!r}: review {index} is over {MAX_REVIEW_BYTES:,} bytes")
         return self
 
 
@@ -175,7 +180,11 @@ class Analyzer:
                 self.metrics.entity_done(from_cache=False)
                 if on_done:
                     on_done(result)
-            await asyncio.gather(*(finish(e) for e in todo))
+            try:
+                await asyncio.gather(*(finish(e) for e in todo))
+            finally:  # after a failure, stop the work still in flight for the other entities
+                for future in [*preparing.values(), everyone]:
+                    future.cancel()
         return [results[i] for i in ids]
 
     def _entity_key(self, entity: Entity, review_digests: dict[str, str]) -> str:

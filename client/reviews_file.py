@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from reviewlens.client.analysis import Entity
+from reviewlens.client.analysis import MAX_REVIEW_BYTES, Entity
 
 
 class InputError(ValueError):
@@ -50,7 +50,10 @@ def read_entities(path: Path) -> list[Entity]:
         if not isinstance(record, dict):
             raise InputError(f"{where}: expected a JSON object with entity_id and text")
         entity_id = _field(record, "entity_id", where)
-        reviews[entity_id].append(_field(record, "text", where))
+        text = _field(record, "text", where)
+        if len(text.encode("utf-8")) > MAX_REVIEW_BYTES:
+            raise InputError(f"{where}: 'text' is over {MAX_REVIEW_BYTES:,} bytes")
+        reviews[entity_id].append(text)
         names.setdefault(entity_id, _field(record, "entity_name", where, required=False))
     if not reviews:
         raise InputError(f"{path}: no reviews (expected JSON lines with entity_id and text)")

@@ -39,7 +39,9 @@ def test_reviews_file_groups_reviews_by_entity_in_order(tmp_path):
     (b'{"entity_id": "a", "text": "ok"', "r.jsonl:2: not valid JSON"),
     (b'["a", "ok"]', "r.jsonl:2: expected a JSON object"),
     (b'{"entity_id": "a", "text": "caf\xe9"}', "r.jsonl:2: not valid UTF-8 (byte 0xe9"),
-], ids=["no text", "no entity", "empty entity", "empty text", "wrong type", "bad json", "not an object", "latin-1"])
+    (b'{"entity_id": "a", "text": "' + b"x" * 1_000_001 + b'"}', "r.jsonl:2: 'text' is over 1,000,000 bytes"),
+], ids=["no text", "no entity", "empty entity", "empty text", "wrong type", "bad json", "not an object", "latin-1",
+        "huge"])
 def test_bad_reviews_file_names_the_line(tmp_path, line, message):
     path = write_lines(tmp_path / "r.jsonl", [b'{"entity_id": "a", "text": "fine"}', line])
     with pytest.raises(InputError, match=None) as error:
@@ -120,3 +122,9 @@ def test_cached_sentiment_is_compact_and_round_trips():
 def test_contrast_words_mark_a_confident_review_doubtful(text, doubtful):
     from reviewlens.client.analysis import is_doubtful
     assert is_doubtful(text, 0.99, Settings()) is doubtful
+
+
+def test_an_entity_with_a_huge_review_is_refused_before_any_request():
+    from reviewlens.client.analysis import Entity
+    with pytest.raises(ValueError, match="entity 'big': review 1 is over 1,000,000 bytes"):
+        Entity("big", ["fine", "x" * 1_000_001]).validate()
