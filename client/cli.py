@@ -127,7 +127,8 @@ def analyze(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, tex
     if as_json:
         sys.stdout.write("\n".join(lines) + "\n")
     else:
-        Console().print(_table(results))
+        # Rich assumes 80 columns when the output is not a terminal (CI logs, files): too narrow for aspects.
+        Console(width=None if sys.stdout.isatty() else 140).print(_table(results))
     summary = _write_run(run_dir, results, metrics, settings, f"Review analysis of {path.name}")
     err.print(" · ".join(f"{k} {v}" for k, v in summary.items() if v is not None), highlight=False)
 
