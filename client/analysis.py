@@ -22,7 +22,7 @@ import numpy as np
 
 from reviewlens.client import prompts
 from reviewlens.client.cache import Cache, content_hash, decode_sentiment, encode_sentiment
-from reviewlens.client.generation import CHAT_TEMPLATES, GenerationParams
+from reviewlens.client.generation import CHAT_TEMPLATES, GenerationParams, chat_template_of
 from reviewlens.client.metrics import ClientMetrics, LLMCall
 from reviewlens.client.selection import centroid, distinctive, mmr
 from reviewlens.client.settings import Settings
@@ -124,11 +124,7 @@ class Analyzer:
         self.cache = Cache(s.redis_url, on_lookup=self.metrics.cache_counts)
         for model in ("sentiment", "embed", "generator"):
             self.versions[model] = await self.pool.model_version(model)
-        config = await self.pool.generator_config()
-        template = config.get("parameters", {}).get("chat_template", {}).get("string_value", "chatml")
-        if template not in CHAT_TEMPLATES:
-            raise ValueError(f"generator expects chat template {template!r}, which this client cannot render")
-        self.chat_template = CHAT_TEMPLATES[template]
+        self.chat_template = chat_template_of(await self.pool.generator_config())
         return self
 
     async def __aexit__(self, *exc) -> None:

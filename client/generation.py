@@ -69,6 +69,25 @@ class GenerationParams:
     grammar: str | None = None  # llama.cpp GBNF on the CPU profile
 
 
+def chat_template_of(config: dict, model: str = "generator") -> Callable[[list[dict[str, str]]], str]:
+    """The renderer of the chat format a generator's model config (JSON) names in `chat_template`."""
+    template = config.get("parameters", {}).get("chat_template", {}).get("string_value", "chatml")
+    if template not in CHAT_TEMPLATES:
+        raise ValueError(f"{model} expects chat template {template!r}, which this client cannot render")
+    return CHAT_TEMPLATES[template]
+
+
+def response_fields(result) -> tuple[bool, tuple[str, int, int] | None]:
+    """Whether a generator response is the last one, and its (text delta, prompt tokens, output
+    tokens so far); None for the empty final response, which carries no text."""
+    final = result.get_response().parameters["triton_final_response"].bool_param
+    text = result.as_numpy("text_output")
+    if text is None:
+        return final, None
+    return final, (text.reshape(-1)[0].decode("utf-8"), int(result.as_numpy("num_input_tokens").reshape(-1)[0]),
+                   int(result.as_numpy("num_output_tokens").reshape(-1)[0]))
+
+
 def _tensor(name: str, value, datatype: str) -> grpcclient.InferInput:
     array = np.array([value if isinstance(value, list) else [value]],
                      dtype={"BYTES": object, "INT32": np.int32, "FP32": np.float32,
@@ -112,11 +131,7 @@ class GeneratorClient:
         self.client = grpcclient.InferenceServerClient(url)
         self.model = model
         self.timeout_s = timeout_s
-        config = self.client.get_model_config(model, as_json=True)["config"]
-        template = config.get("parameters", {}).get("chat_template", {}).get("string_value", "chatml")
-        if template not in CHAT_TEMPLATES:
-            raise ValueError(f"{model} expects chat template {template!r}, which this client cannot render")
-        self.chat_template = CHAT_TEMPLATES[template]
+        self.chat_template = chat_template_of(self.client.get_model_config(model, as_json=True)["config"], model)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """Messages rendered in the served model's chat format."""
@@ -166,11 +181,9 @@ class GeneratorClient:
                 if error is not None:
                     finished = True
                     raise error
-                finished = result.get_response().parameters["triton_final_response"].bool_param
-                text = result.as_numpy("text_output")
-                if text is not None:
-                    yield (text.reshape(-1)[0].decode("utf-8"), int(result.as_numpy("num_input_tokens").reshape(-1)[0]),
-                           int(result.as_numpy("num_output_tokens").reshape(-1)[0]))
+                finished, fields = response_fields(result)
+                if fields is not None:
+                    yield fields
         finally:
             self.client.stop_stream(cancel_requests=not finished)
 

@@ -17,6 +17,15 @@ class Sentiment:
     truncated: bool
 
 
+SENTIMENT_OUTPUTS = ["LABEL", "CONFIDENCE", "PROBS", "TRUNCATED"]
+
+
+def sentiments(labels: np.ndarray, confidences: np.ndarray, probs: np.ndarray, truncated: np.ndarray) -> list[Sentiment]:
+    """The `sentiment` ensemble's SENTIMENT_OUTPUTS arrays as one Sentiment per text."""
+    return [Sentiment(l[0].decode(), float(c[0]), tuple(map(float, p)), bool(t[0]))
+            for l, c, p, t in zip(labels, confidences, probs, truncated)]
+
+
 def text_input(texts: list[str]) -> grpcclient.InferInput:
     """A TEXT tensor of shape [n, 1] holding the texts as UTF-8 bytes."""
     array = np.array([[t.encode("utf-8")] for t in texts], dtype=object)
@@ -46,10 +55,7 @@ class ReviewModels:
         """Label, confidence, class probabilities and truncation flag for each text."""
         if not texts:
             return []
-        labels, confidences, probs, truncated = self._infer(
-            "sentiment", texts, ["LABEL", "CONFIDENCE", "PROBS", "TRUNCATED"])
-        return [Sentiment(l[0].decode(), float(c[0]), tuple(map(float, p)), bool(t[0]))
-                for l, c, p, t in zip(labels, confidences, probs, truncated)]
+        return sentiments(*self._infer("sentiment", texts, SENTIMENT_OUTPUTS))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, one row per text."""

@@ -16,8 +16,8 @@ import numpy as np
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from reviewlens.client.generation import GenerationParams, Generated, request_inputs
-from reviewlens.client.inference import Sentiment, text_input
+from reviewlens.client.generation import GenerationParams, Generated, request_inputs, response_fields
+from reviewlens.client.inference import SENTIMENT_OUTPUTS, Sentiment, sentiments, text_input
 
 log = logging.getLogger("reviewlens.client")
 
@@ -103,10 +103,7 @@ class TritonPool:
     async def sentiment(self, texts: list[str]) -> list[Sentiment]:
         if not texts:
             return []
-        labels, confidences, probs, truncated = await self._infer(
-            "sentiment", texts, ["LABEL", "CONFIDENCE", "PROBS", "TRUNCATED"])
-        return [Sentiment(l[0].decode(), float(c[0]), tuple(map(float, p)), bool(t[0]))
-                for l, c, p, t in zip(labels, confidences, probs, truncated)]
+        return sentiments(*await self._infer("sentiment", texts, SENTIMENT_OUTPUTS))
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -131,13 +128,12 @@ class TritonPool:
                 async for result, error in responses:
                     if error is not None:
                         raise error
-                    text = result.as_numpy("text_output")
-                    if text is not None:
+                    final, fields = response_fields(result)
+                    if fields is not None:
                         first = first or time.perf_counter()
-                        chunks.append(text.reshape(-1)[0].decode("utf-8"))
-                        prompt_tokens = int(result.as_numpy("num_input_tokens").reshape(-1)[0])
-                        output_tokens = int(result.as_numpy("num_output_tokens").reshape(-1)[0])
-                    if result.get_response().parameters["triton_final_response"].bool_param:
+                        delta, prompt_tokens, output_tokens = fields
+                        chunks.append(delta)
+                    if final:
                         break
             finally:
                 responses.cancel()
