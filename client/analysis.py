@@ -146,8 +146,9 @@ class Analyzer:
         ids = [e.entity_id for e in entities]
         if len(set(ids)) != len(ids):
             raise ValueError("entity ids repeat; give each entity once with all its reviews")
-        review_digests = {e.entity_id: content_hash(*sorted(e.reviews)) for e in entities}
-        keys = {e.entity_id: self._entity_key(e, review_digests) for e in entities}
+        # Strengths depend on the other entities, so every key carries the reviews of all of them.
+        all_reviews = content_hash(*sorted(f"{e.entity_id}\0{content_hash(*sorted(e.reviews))}" for e in entities))
+        keys = {e.entity_id: self._entity_key(e, all_reviews) for e in entities}
         cached = await self.cache.get_many(list(keys.values()))
         results: dict[str, EntityAnalysis] = {}
         for entity, raw in zip(entities, cached):
@@ -183,9 +184,9 @@ class Analyzer:
                     future.cancel()
         return [results[i] for i in ids]
 
-    def _entity_key(self, entity: Entity, review_digests: dict[str, str]) -> str:
+    def _entity_key(self, entity: Entity, all_reviews: str) -> str:
         s = self.settings
-        inputs = json.dumps([entity.entity_id, entity.name, sorted(review_digests.items()), s.recheck_below,
+        inputs = json.dumps([entity.entity_id, entity.name, all_reviews, s.recheck_below,
                              s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind, s.seed,
                              prompts.FINGERPRINT])
         return self._key("entity", "generator", content_hash(inputs, *self.versions.values()))

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from reviewlens.build_engines.data import read_jsonl
 from reviewlens.build_engines.paths import BUILD_DIR
 from reviewlens.client.cli import app
 from reviewlens.client.generation import GenerationParams, GeneratorClient
@@ -24,21 +25,24 @@ SAMPLE_REVIEWS = BUILD_DIR / "data" / "test.jsonl"
 DEMO_DIR = BUILD_DIR / "demo"
 
 
-def write_sample(count: int, path: Path) -> dict[str, list[str]]:
-    """The `count` movies with the most held-out reviews, as the CLI's reviews.jsonl."""
+def best_covered_movies(count: int) -> dict[str, list[str]]:
+    """The `count` movies with the most held-out reviews (ties by name), each with its review texts in file order."""
     by_movie = defaultdict(list)
-    with open(SAMPLE_REVIEWS) as lines:
-        for line in lines:
-            review = json.loads(line)
-            by_movie[review["movie_name"]].append(review["text"])
-    best = sorted(by_movie, key=lambda m: (-len(by_movie[m]), m))[:count]
+    for review in read_jsonl(SAMPLE_REVIEWS):
+        by_movie[review["movie_name"]].append(review["text"])
+    return {movie: by_movie[movie] for movie in sorted(by_movie, key=lambda m: (-len(by_movie[m]), m))[:count]}
+
+
+def write_sample(count: int, path: Path) -> dict[str, list[str]]:
+    """The `count` best-covered movies as the CLI's reviews.jsonl."""
+    movies = best_covered_movies(count)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
-        for movie in best:
+        for movie, texts in movies.items():
             name = movie.replace("_", " ").title()
-            for text in by_movie[movie]:
+            for text in texts:
                 out.write(json.dumps({"entity_id": movie, "entity_name": name, "text": text}, ensure_ascii=False) + "\n")
-    return {movie: by_movie[movie] for movie in best}
+    return movies
 
 
 SUMMARY_REVIEWS = 8

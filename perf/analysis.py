@@ -53,6 +53,7 @@ import tritonclient.grpc as grpcclient
 from reviewlens.build_engines.data import find_sources, read_jsonl
 from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY
 from reviewlens.client import prompts
+from reviewlens.client.demo import best_covered_movies
 from reviewlens.client.analysis import Entity, EntityAnalysis, SyncAnalyzer, is_doubtful
 from reviewlens.client.generation import chatml
 from reviewlens.client.redis_server import RedisServer
@@ -87,11 +88,7 @@ class Call:
 
 def load_entities(count: int, reviews_per_entity: int) -> list[Entity]:
     """The `count` movies with the most held-out reviews (ties by name), each with its first reviews."""
-    by_movie: dict[str, list[dict]] = defaultdict(list)
-    for row in read_jsonl(TEST_SPLIT):
-        by_movie[row["movie_name"]].append(row)
-    movies = sorted(by_movie, key=lambda name: (-len(by_movie[name]), name))[:count]
-    return [Entity(name, [r["text"] for r in by_movie[name][:reviews_per_entity]], name) for name in movies]
+    return [Entity(name, texts[:reviews_per_entity], name) for name, texts in best_covered_movies(count).items()]
 
 
 def critics_labels(entities: list[Entity]) -> dict[str, list[str]]:

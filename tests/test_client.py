@@ -6,10 +6,10 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from reviewlens.build_engines.paths import BUILD_DIR
 from reviewlens.client import transport
 from reviewlens.client.analysis import Entity, SyncAnalyzer
 from reviewlens.client.cli import app
+from reviewlens.client.demo import best_covered_movies
 from reviewlens.client.prompts import LABELS, estimate_tokens
 from reviewlens.client.redis_server import RedisServer
 from reviewlens.client.settings import Settings
@@ -22,13 +22,8 @@ REVIEWS_PER_ENTITY = 6
 @pytest.fixture(scope="module")
 def entities() -> list[Entity]:
     """Three held-out movies, six real reviews each."""
-    by_movie: dict[str, list[str]] = {}
-    with open(BUILD_DIR / "data" / "test.jsonl") as lines:
-        for line in lines:
-            review = json.loads(line)
-            by_movie.setdefault(review["movie_name"], []).append(review["text"])
-    movies = sorted(m for m in by_movie if len(by_movie[m]) >= 30)[:3]
-    return [Entity(m, by_movie[m][:REVIEWS_PER_ENTITY], m.replace("_", " ").title()) for m in movies]
+    return [Entity(m, texts[:REVIEWS_PER_ENTITY], m.replace("_", " ").title())
+            for m, texts in best_covered_movies(3).items()]
 
 
 @pytest.fixture
