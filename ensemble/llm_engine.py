@@ -399,8 +399,9 @@ class LlamaEngine:
 
     def _accept(self, sequence: _Sequence, token: int) -> None:
         request = sequence.request
+        # A character whose bytes are not complete when generation ends (max_tokens can fall between
+        # the byte-level tokens of one Hangul syllable) is dropped, never sent as U+FFFD.
         if llama_cpp.llama_vocab_is_eog(self.model.vocab, token):
-            sequence.text += sequence.decoder.decode(b"", final=True)
             self._finish(sequence)
             return
         sequence.n_output += 1
@@ -412,7 +413,6 @@ class LlamaEngine:
             self._finish(sequence)
             return
         if sequence.n_output >= request.max_tokens:
-            sequence.text += sequence.decoder.decode(b"", final=True)
             self._finish(sequence, truncated=True)
             return
         if request.stream:

@@ -84,3 +84,11 @@ def test_chatml_matches_the_gguf_chat_template(engine):
     for messages in ([{"role": "user", "content": "안녕하세요"}],
                      [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Summarise: 'fine'"}]):
         assert chatml(messages) == template.render(messages=messages, add_generation_prompt=True)
+
+
+def test_output_cut_by_max_tokens_never_ends_in_half_a_character(engine):
+    # Hangul syllables are often two byte-level tokens: some limit below cuts one in half.
+    prompt = chatml([{"role": "user", "content": "서울의 가을 날씨를 한국어로 자세히 설명해 주세요."}])
+    texts = [run(engine, prompt, max_tokens=n)["text"] for n in range(1, 25)]
+    assert sum("\uac00" <= c <= "\ud7a3" for c in texts[-1]) >= 5
+    assert not [t for t in texts if "\ufffd" in t]
