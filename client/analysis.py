@@ -8,7 +8,7 @@ review), a generator re-check of the doubtful ones, embeddings (cached per revie
 the centroid and a diverse top-K of representative reviews (MMR), then two JSON-constrained
 generator calls built from the top-K only: the summary, and the strengths against the other
 entities of the same call (the reviews most typical of this entity and least like the others').
-`SyncAnalyzer` wraps the same calls for code without an event loop.
+`SyncAnalyzer` (client/sync.py) runs the same calls for code without an event loop.
 """
 import asyncio
 import json
@@ -16,25 +16,24 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from reviewlens.client import prompts
+from reviewlens.client import prompts, wire
 from reviewlens.client.cache import Cache, content_hash, decode_sentiment, encode_sentiment
-from reviewlens.client.generation import CHAT_TEMPLATES, GenerationParams, chat_template_of
 from reviewlens.client.metrics import ClientMetrics, LLMCall
 from reviewlens.client.selection import centroid, distinctive, mmr
 from reviewlens.client.settings import Settings
 from reviewlens.client.transport import TritonPool
+from reviewlens.client.wire import GenerationParams
+from reviewlens.ensemble import interface as api
 
 log = logging.getLogger("reviewlens.client")
 
-# Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
-SHORT_PROMPT_TOKENS = 160
-# The served tokenizers refuse longer texts (ensemble/tokenizer.py, MAX_TEXT_BYTES); checked here so
-# that one huge review fails with its entity's name before any request.
-MAX_REVIEW_BYTES = 1_000_000
+# The version of EntityAnalysis's JSON, part of every whole-entity cache key: a result cached
+# before its schema changed is never served after the change. Bump it with any field change.
+RESULT_SCHEMA_VERSION = 2
 # Rounding each review's label confidence and similarity keeps results readable.
 DIGITS = 4
 
@@ -61,8 +60,9 @@ class Entity:
         for index, text in enumerate(self.reviews):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"entity {self.entity_id!r}: review {index} is empty")
-            if len(text.encode("utf-8")) > MAX_REVIEW_BYTES:
-                raise ValueError(f"entity {self.entity_id!r}: review {index} is over {MAX_REVIEW_BYTES:,} bytes")
+            # The server refuses it too; checked here so the entity is named before any request.
+            if len(text.encode("utf-8")) > api.MAX_TEXT_BYTES:
+                raise ValueError(f"entity {self.entity_id!r}: review {index} is over {api.MAX_TEXT_BYTES:,} bytes")
         return self
 
 
@@ -111,20 +111,24 @@ class Analyzer:
         self.pool: TritonPool | None = None
         self.cache: Cache | None = None
         self.versions: dict[str, str] = {}
-        self.chat_template = CHAT_TEMPLATES["chatml"]
+        self.chat_template = None
         self._semaphore = asyncio.Semaphore(settings.concurrency)
-        # Generator calls in flight: enough to keep the generator's 4 sequences busy with a queue
-        # behind them, without flooding its bounded queue when many entities run.
-        self._generator_slots = asyncio.Semaphore(2 * settings.concurrency)
+        self._generator_slots: asyncio.Semaphore | None = None
+        self._sampling = GenerationParams(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
 
     async def __aenter__(self) -> "Analyzer":
         # gRPC aio channels belong to the event loop they are made in: this one.
         s = self.settings
-        self.pool = TritonPool(s.urls, s.deadline_s, s.retries, s.backoff_s)
-        self.cache = Cache(s.redis_url, on_lookup=self.metrics.cache_counts)
-        for model in ("sentiment", "embed", "generator"):
-            self.versions[model] = await self.pool.model_version(model)
-        self.chat_template = chat_template_of(await self.pool.generator_config())
+        self.pool = TritonPool(s.urls, s.deadline_s, s.retries, s.backoff_s, s.batch_size, s.rest_s)
+        self.cache = Cache(s.redis_url, s.redis_retry_s, on_lookup=self.metrics.cache_counts)
+        for model in api.SERVED:
+            self.versions[model.name] = await self.pool.model_version(model)
+        generator = await self.pool.model_config(api.GENERATOR)
+        self.chat_template = wire.chat_template_of(generator)
+        # Generator calls in flight: twice the sequences each server decodes together (its
+        # max_batch_size), so they stay busy with a queue behind them without flooding the
+        # generator's bounded queue when many entities run.
+        self._generator_slots = asyncio.Semaphore(2 * int(generator["max_batch_size"]) * len(s.urls))
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -186,10 +190,10 @@ class Analyzer:
 
     def _entity_key(self, entity: Entity, all_reviews: str) -> str:
         s = self.settings
-        inputs = json.dumps([entity.entity_id, entity.name, all_reviews, s.recheck_below,
-                             s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind, s.seed,
-                             prompts.FINGERPRINT])
-        return self._key("entity", "generator", content_hash(inputs, *self.versions.values()))
+        inputs = json.dumps([RESULT_SCHEMA_VERSION, entity.entity_id, entity.name, all_reviews, s.recheck_below,
+                             s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind,
+                             s.temperature, s.top_p, s.seed, s.recheck_batch, prompts.FINGERPRINT])
+        return self._key("entity", api.GENERATOR.name, content_hash(inputs, *self.versions.values()))
 
     async def _bounded(self, coroutine):
         async with self._semaphore:
@@ -200,12 +204,13 @@ class Analyzer:
         texts = entity.reviews
         digests = [content_hash(t) for t in texts]
         classified, new_sentiments = await self._cached_per_review(
-            "sentiment", digests, texts, self.pool.sentiment, encode_sentiment, decode_sentiment)
+            api.SENTIMENT.name, digests, texts, self.pool.sentiment, encode_sentiment, decode_sentiment)
         embeddings, new_embeddings = await self._cached_per_review(
-            "embed", digests, texts, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
+            api.EMBED.name, digests, texts, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
             lambda raw: np.frombuffer(raw, "<f4"))
         doubtful = [i for i, s in enumerate(classified) if is_doubtful(texts[i], s.confidence, self.settings)]
-        batches = [doubtful[start:start + prompts.RECHECK_BATCH] for start in range(0, len(doubtful), prompts.RECHECK_BATCH)]
+        batches = [doubtful[start:start + self.settings.recheck_batch]
+                   for start in range(0, len(doubtful), self.settings.recheck_batch)]
         rechecked = await asyncio.gather(*(self._recheck([texts[i] for i in batch]) for batch in batches))
         labels = [s.label for s in classified]
         for batch, batch_labels in zip(batches, rechecked):
@@ -240,8 +245,8 @@ class Analyzer:
     async def _generate(self, kind: str, messages: list[dict[str, str]], schema: dict) -> tuple[dict, LLMCall]:
         """A JSON-constrained generator call, served from the cache when the same prompt ran before."""
         prompt = self.chat_template(messages)
-        params = GenerationParams(temperature=0.5, top_p=0.9, seed=self.settings.seed, json_schema=schema)
-        key = self._key("llm", "generator", content_hash(prompt, json.dumps(schema), repr(params)))
+        params = replace(self._sampling, json_schema=schema)
+        key = self._key("llm", api.GENERATOR.name, content_hash(prompt, json.dumps(schema), repr(params)))
         cached = await self.cache.get_json(key)
         if cached is not None:
             call = LLMCall(kind, cached=True)
@@ -250,7 +255,7 @@ class Analyzer:
         estimate = prompts.estimate_tokens(prompt)
         async with self._generator_slots:
             generated = await self.pool.generate(prompt, prompts.max_tokens_for(schema), params,
-                                                 priority=1 if estimate <= SHORT_PROMPT_TOKENS else 2)
+                                                 priority=1 if estimate <= self.settings.short_prompt_tokens else 2)
         answer = generated.json()
         call = LLMCall(kind, False, generated.prompt_tokens, generated.output_tokens,
                        round(generated.time_to_first_token_s, 3), round(generated.total_s, 3))
@@ -289,28 +294,3 @@ class Analyzer:
             {**prepared.counts, "from_cache": False, "finish_s": round(time.perf_counter() - started, 3),
              "llm": [asdict(summary_call), asdict(strengths_call)]})
 
-
-class SyncAnalyzer:
-    """The same calls for code without an event loop: `with SyncAnalyzer(settings) as a: a.analyze(...)`."""
-
-    def __init__(self, settings: Settings, metrics: ClientMetrics | None = None):
-        self._loop = asyncio.new_event_loop()
-        self._analyzer = Analyzer(settings, metrics)
-
-    def __enter__(self) -> "SyncAnalyzer":
-        self._loop.run_until_complete(self._analyzer.__aenter__())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.run_until_complete(self._analyzer.__aexit__())
-        self._loop.close()
-
-    @property
-    def metrics(self) -> ClientMetrics:
-        return self._analyzer.metrics
-
-    def analyze(self, entity: Entity) -> EntityAnalysis:
-        return self._loop.run_until_complete(self._analyzer.analyze(entity))
-
-    def analyze_many(self, entities: list[Entity], on_done=None) -> list[EntityAnalysis]:
-        return self._loop.run_until_complete(self._analyzer.analyze_many(entities, on_done))

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import redis.asyncio as redis
 
-from reviewlens.client.inference import Sentiment
+from reviewlens.client.wire import Sentiment
 
 log = logging.getLogger("reviewlens.client")
 
@@ -43,7 +43,7 @@ def decode_sentiment(raw: bytes) -> Sentiment:
 class Cache:
     """Async Redis cache; url None disables it."""
 
-    def __init__(self, url: str | None, retry_after_s: float = 5.0, on_lookup=None):
+    def __init__(self, url: str | None, retry_after_s: float, on_lookup=None):
         self.url = url
         self.on_lookup = on_lookup  # called with (hits, misses) after each lookup
         self.retry_after_s = retry_after_s

@@ -13,10 +13,7 @@ serves it after the first call.
 import hashlib
 import json
 
-LABELS = ("negative", "positive")
-
-# Doubtful reviews are re-checked a few at a time: one short prompt instead of one per review.
-RECHECK_BATCH = 8
+from reviewlens.ensemble.interface import SENTIMENT_LABELS as LABELS
 
 
 def recheck_schema(count: int) -> dict:
@@ -106,4 +103,4 @@ def strengths_messages(kind: str, texts: list[str]) -> list[dict[str, str]]:
 
 # Part of every whole-entity cache key: a change to any prompt or schema invalidates cached results.
 FINGERPRINT = hashlib.sha256(json.dumps([RECHECK_SYSTEM, SUMMARY_SYSTEM, STRENGTHS_SYSTEM, SUMMARY_SCHEMA,
-                                         recheck_schema(RECHECK_BATCH), STRENGTHS_SCHEMA]).encode()).hexdigest()[:16]
+                                         recheck_schema(1), STRENGTHS_SCHEMA]).encode()).hexdigest()[:16]

@@ -7,7 +7,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from reviewlens.client.analysis import MAX_REVIEW_BYTES, Entity
+from reviewlens.client.analysis import Entity
+from reviewlens.ensemble.interface import MAX_TEXT_BYTES
 
 
 class InputError(ValueError):
@@ -51,8 +52,8 @@ def read_entities(path: Path) -> list[Entity]:
             raise InputError(f"{where}: expected a JSON object with entity_id and text")
         entity_id = _field(record, "entity_id", where)
         text = _field(record, "text", where)
-        if len(text.encode("utf-8")) > MAX_REVIEW_BYTES:
-            raise InputError(f"{where}: 'text' is over {MAX_REVIEW_BYTES:,} bytes")
+        if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+            raise InputError(f"{where}: 'text' is over {MAX_TEXT_BYTES:,} bytes")
         reviews[entity_id].append(text)
         names.setdefault(entity_id, _field(record, "entity_name", where, required=False))
     if not reviews:

@@ -6,6 +6,8 @@ comma-separated, an empty REVIEWLENS_REDIS_URL turns caching off); the CLI's fla
 import os
 from dataclasses import dataclass, fields, replace
 
+from reviewlens.ensemble import interface as api
+
 # Words that turn a sentence around: a review containing one is re-checked by the generator even
 # when the classifier is confident (seed 004 used "하지만" / "지만" for Korean reviews).
 CONTRAST_WORDS = ("but", "however", "although", "though", "yet", "except", "하지만", "지만", "그러나")
@@ -31,13 +33,28 @@ class Settings:
     entity_kind: str = "movie"
     # Entities analysed at the same time by analyze_many.
     concurrency: int = 4
-    # Per gRPC call; UNAVAILABLE servers are retried on the next URL with exponential backoff.
+    # Per gRPC call; UNAVAILABLE servers are retried on the next URL with exponential backoff,
+    # and a server that answered UNAVAILABLE is skipped for rest_s seconds.
     deadline_s: float = 300.0
     retries: int = 4
     backoff_s: float = 0.25
+    rest_s: float = 5.0
+    # Texts per sentiment/embed request (at most the models' max_batch_size); the server's dynamic
+    # batcher merges concurrent requests.
+    batch_size: int = 64
+    # Seconds between attempts to reach Redis again after it went away.
+    redis_retry_s: float = 5.0
     # Goodput: a generator call is "good" when its time to first token is below this.
     sla_ttft_s: float = 2.0
+    # Sampling of the generator calls. Greedy decoding makes the 1.5B CPU model repeat itself;
+    # mild sampling with a fixed seed does not, and stays reproducible.
+    temperature: float = 0.5
+    top_p: float = 0.9
     seed: int = 7
+    # Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
+    short_prompt_tokens: int = 160
+    # Doubtful reviews re-checked per generator call: one short prompt instead of one per review.
+    recheck_batch: int = 8
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides) -> "Settings":
@@ -60,7 +77,13 @@ class Settings:
             (self.prompt_token_budget >= 20, "prompt_token_budget must be at least 20"),
             (self.concurrency >= 1, "concurrency must be at least 1"),
             (self.deadline_s > 0 and self.sla_ttft_s > 0, "deadline_s and sla_ttft_s must be positive"),
-            (self.retries >= 0 and self.backoff_s >= 0, "retries and backoff_s must not be negative"),
+            (self.retries >= 0 and self.backoff_s >= 0 and self.rest_s >= 0,
+             "retries, backoff_s and rest_s must not be negative"),
+            (1 <= self.batch_size <= api.MAX_BATCH_SIZE, f"batch_size must be within [1, {api.MAX_BATCH_SIZE}]"),
+            (self.redis_retry_s > 0, "redis_retry_s must be positive"),
+            (self.temperature >= 0 and 0 < self.top_p <= 1, "temperature must be >= 0 and top_p within (0, 1]"),
+            (self.short_prompt_tokens >= 0, "short_prompt_tokens must not be negative"),
+            (1 <= self.recheck_batch <= 32, "recheck_batch must be within [1, 32]"),
             (min(self.review_ttl_s, self.entity_ttl_s, self.llm_ttl_s) > 0, "TTLs must be positive"),
         ]
         for ok, message in checks:

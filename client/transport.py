@@ -1,28 +1,28 @@
-"""Async gRPC calls spread over several Triton servers, with retry on UNAVAILABLE and deadlines.
+"""The client's one implementation of the served models: async gRPC over several Triton servers.
 
 Requests go round-robin over the URLs. A server that answers UNAVAILABLE (down, restarting,
-queue full) is retried on the next URL after an exponential backoff, and skipped for REST_S
-seconds; other errors (bad input, a deadline) go straight back to the caller. A generator call
-that fails is retried from the start: its text is returned whole, so nothing is duplicated.
+queue full) is retried on the next URL after an exponential backoff, and skipped for `rest_s`
+seconds; other errors (bad input, a deadline) go straight back to the caller. A generation is
+retried from the start only while none of its text has reached the caller, so nothing is
+duplicated. Code without an event loop uses the thin face in client/sync.py.
 """
 import asyncio
 import itertools
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from reviewlens.client.generation import GenerationParams, Generated, request_inputs, response_fields
-from reviewlens.client.inference import SENTIMENT_OUTPUTS, Sentiment, sentiments, text_input
+from reviewlens.client import wire
+from reviewlens.client.wire import GenerationParams, Generated, Sentiment
+from reviewlens.ensemble import interface as api
 
 log = logging.getLogger("reviewlens.client")
-
-
-REST_S = 5.0
 
 
 class ServersUnavailable(RuntimeError):
@@ -38,17 +38,20 @@ def _unavailable(error: Exception) -> bool:
 class TritonPool:
     """The served models behind a list of Triton gRPC endpoints."""
 
-    def __init__(self, urls: tuple[str, ...], deadline_s: float = 300.0, retries: int = 4,
-                 backoff_s: float = 0.25, batch_size: int = 64):
+    def __init__(self, urls: tuple[str, ...], deadline_s: float, retries: int, backoff_s: float,
+                 batch_size: int, rest_s: float):
+        if not 1 <= batch_size <= api.MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be within [1, {api.MAX_BATCH_SIZE}] (the models' max_batch_size)")
         self.urls = tuple(urls)
         self.deadline_s = deadline_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.batch_size = batch_size
+        self.rest_s = rest_s
         self._clients = [aioclient.InferenceServerClient(url) for url in self.urls]
         self._turn = itertools.count()
         # A server that answered UNAVAILABLE is skipped until this time (monotonic clock), so a dead
-        # one costs one failed attempt per REST_S, not one per call.
+        # one costs one failed attempt per rest_s, not one per call.
         self._resting = [0.0] * len(self.urls)
 
     def _next_server(self) -> int:
@@ -70,77 +73,125 @@ class TritonPool:
             except (InferenceServerException, grpc.RpcError) as error:
                 if not _unavailable(error):
                     raise
-                self._resting[index] = time.monotonic() + REST_S
+                self._resting[index] = time.monotonic() + self.rest_s
                 errors.append(f"{self.urls[index]}: {str(error).splitlines()[0][:200]}")
                 log.info("%s: %s unavailable (attempt %d), trying the next server", what, self.urls[index], attempt + 1)
                 await asyncio.sleep(self.backoff_s * 2 ** attempt)
         raise ServersUnavailable(f"{what}: no server available after {self.retries + 1} attempts ({'; '.join(errors[-2:])})")
 
-    async def model_version(self, model: str) -> str:
+    async def model_version(self, model: api.Model) -> str:
         """The newest version the servers serve of `model` (part of every cache key)."""
         async def attempt(client):
-            metadata = await client.get_model_metadata(model, as_json=True, client_timeout=self.deadline_s)
+            metadata = await client.get_model_metadata(model.name, as_json=True, client_timeout=self.deadline_s)
             return max(metadata["versions"], key=int)
-        return await self._call(f"metadata of {model}", attempt)
+        return await self._call(f"metadata of {model.name}", attempt)
 
-    async def generator_config(self, model: str = "generator") -> dict:
+    async def model_config(self, model: api.Model) -> dict:
+        """The model's config as JSON (Triton's own field names)."""
         async def attempt(client):
-            return (await client.get_model_config(model, as_json=True, client_timeout=self.deadline_s))["config"]
-        return await self._call(f"config of {model}", attempt)
+            return (await client.get_model_config(model.name, as_json=True, client_timeout=self.deadline_s))["config"]
+        return await self._call(f"config of {model.name}", attempt)
 
-    async def _infer(self, model: str, texts: list[str], outputs: list[str]) -> list[np.ndarray]:
+    async def chat_template(self) -> Callable[[list[dict[str, str]]], str]:
+        """The renderer of the chat format the served generator expects (its config says which)."""
+        return wire.chat_template_of(await self.model_config(api.GENERATOR))
+
+    async def _infer(self, model: api.Model, texts: list[str]) -> list:
         async def one_batch(batch):
             async def attempt(client):
-                result = await client.infer(model, [text_input(batch)],
-                                            outputs=[aioclient.InferRequestedOutput(o) for o in outputs],
-                                            client_timeout=self.deadline_s)
-                return [result.as_numpy(o) for o in outputs]
-            return await self._call(model, attempt)
-        parts = await asyncio.gather(*(one_batch(texts[start:start + self.batch_size])
-                                       for start in range(0, len(texts), self.batch_size)))
-        return [np.concatenate(column) for column in zip(*parts)]
+                return await client.infer(model.name, [wire.text_input(batch)], outputs=wire.requested(model),
+                                          client_timeout=self.deadline_s)
+            return await self._call(model.name, attempt)
+        return await asyncio.gather(*(one_batch(texts[start:start + self.batch_size])
+                                      for start in range(0, len(texts), self.batch_size)))
 
     async def sentiment(self, texts: list[str]) -> list[Sentiment]:
-        if not texts:
-            return []
-        return sentiments(*await self._infer("sentiment", texts, SENTIMENT_OUTPUTS))
+        """Label, confidence, class probabilities and truncation flag for each text."""
+        return [s for result in await self._infer(api.SENTIMENT, texts) for s in wire.sentiments(result)]
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings, one row per text."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        return (await self._infer("embed", texts, ["EMBEDDING"]))[0]
+        return np.concatenate([wire.embeddings(result) for result in await self._infer(api.EMBED, texts)])
 
-    async def generate(self, prompt: str, max_tokens: int, params: GenerationParams,
-                       priority: int = 0, model: str = "generator") -> Generated:
-        """Stream one generation (for its time to first token) and return the whole text."""
+    async def _stream(self, client, prompt: str, max_tokens: int, params: GenerationParams, stream: bool,
+                      priority: int) -> AsyncIterator[tuple[str, int, int]]:
+        """(text delta, prompt tokens, output tokens so far) per response of one generation on one
+        server; leaving the iteration early cancels the request there."""
+        request = {"model_name": api.GENERATOR.name, "request_id": uuid.uuid4().hex, "priority": priority,
+                   "inputs": wire.generator_inputs(prompt, max_tokens, params, stream),
+                   "parameters": {"triton_enable_empty_final_response": True}}
+
+        async def requests():
+            yield request
+
+        responses = client.stream_infer(requests(), stream_timeout=self.deadline_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise error
+                final, fields = wire.generator_response(result)
+                if fields is not None:
+                    yield fields
+                if final:
+                    break
+        finally:
+            responses.cancel()
+
+    async def stream(self, prompt: str, max_tokens: int, params: GenerationParams = GenerationParams(),
+                     priority: int = 0) -> AsyncIterator[tuple[str, int, int]]:
+        """Stream one generation: (text delta, prompt tokens, output tokens so far) as the server
+        sends them. A server found UNAVAILABLE before the first response is replaced by the next;
+        leaving the iteration early cancels the request on the server."""
+        responses = None
+
+        async def first_response(client):
+            nonlocal responses
+            responses = self._stream(client, prompt, max_tokens, params, True, priority)
+            try:
+                return await anext(responses, None)
+            except BaseException:
+                await responses.aclose()
+                raise
+        first = await self._call(api.GENERATOR.name, first_response)
+        try:
+            if first is not None:
+                yield first
+                async for fields in responses:
+                    yield fields
+        finally:
+            await responses.aclose()
+
+    async def generate(self, prompt: str, max_tokens: int, params: GenerationParams = GenerationParams(),
+                       stream: bool = True, priority: int = 0,
+                       on_text: Callable[[str], None] | None = None) -> Generated:
+        """One generation, returned whole; streamed (for its time to first token, and on_text per
+        chunk as it arrives) unless stream=False, which gets the text in one response. A server
+        lost mid-way is retried from the start unless on_text has already seen some text."""
+        delivered = False
+
         async def attempt(client):
-            request = {"model_name": model, "inputs": request_inputs(prompt, max_tokens, params, True),
-                       "request_id": uuid.uuid4().hex, "priority": priority,
-                       "parameters": {"triton_enable_empty_final_response": True}}
-
-            async def requests():
-                yield request
-
+            nonlocal delivered
             started = time.perf_counter()
             first, chunks, prompt_tokens, output_tokens = None, [], 0, 0
-            responses = client.stream_infer(requests(), stream_timeout=self.deadline_s)
             try:
-                async for result, error in responses:
-                    if error is not None:
-                        raise error
-                    final, fields = response_fields(result)
-                    if fields is not None:
-                        first = first or time.perf_counter()
-                        delta, prompt_tokens, output_tokens = fields
+                async for delta, prompt_tokens, output_tokens in self._stream(client, prompt, max_tokens, params,
+                                                                              stream, priority):
+                    first = first or time.perf_counter()
+                    if delta:
                         chunks.append(delta)
-                    if final:
-                        break
-            finally:
-                responses.cancel()
+                        if on_text:
+                            delivered = True
+                            on_text(delta)
+            except (InferenceServerException, grpc.RpcError) as error:
+                if delivered and _unavailable(error):
+                    raise RuntimeError(f"{api.GENERATOR.name}: the server went away mid-stream ({error})") from None
+                raise
             end = time.perf_counter()
             return Generated("".join(chunks), chunks, prompt_tokens, output_tokens,
                              (first or end) - started, end - started)
-        return await self._call(model, attempt)
+        return await self._call(api.GENERATOR.name, attempt)
 
     async def close(self) -> None:
         await asyncio.gather(*(client.close() for client in self._clients))

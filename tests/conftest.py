@@ -2,9 +2,11 @@
 import pytest
 import tritonclient.grpc as grpcclient
 
-from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY
-from reviewlens.client.inference import ReviewModels
-from reviewlens.ensemble.server import TritonServer, free_port
+from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY
+from reviewlens.client.sync import SyncClient
+from reviewlens.local.redis_server import RedisServer
+from reviewlens.local.sample_data import held_out_reviews
+from reviewlens.local.tritonserver import TritonServer, free_port
 
 BUILT_FILES = ["classifier/1/model.onnx", "encoder/1/model.onnx", "sentiment_tokenizer/1/tokenizer.json",
                "embed_tokenizer/1/tokenizer.json", "sentiment_postprocess/1/labels.json", "generator/1/model.gguf"]
@@ -23,7 +25,7 @@ def triton():
 
 @pytest.fixture(scope="session")
 def models(triton):
-    client = ReviewModels(triton.grpc_url)
+    client = SyncClient(triton.grpc_url)
     yield client
     client.close()
 
@@ -38,9 +40,7 @@ def grpc(triton):
 @pytest.fixture(scope="session")
 def review_texts():
     """Real held-out review texts (Rotten Tomatoes), from the build's data split."""
-    import json
-    with open(BUILD_DIR / "data" / "test.jsonl") as lines:
-        texts = [json.loads(line)["text"] for line in lines]
+    texts = [review["text"] for review in held_out_reviews()]
     assert len(texts) >= 200
     return texts
 
@@ -48,6 +48,5 @@ def review_texts():
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on a free loopback port, in memory only."""
-    from reviewlens.client.redis_server import RedisServer
     with RedisServer(free_port()) as server:
         yield server

@@ -4,11 +4,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from reviewlens.client.inference import text_input
+from reviewlens.client.wire import text_input
+from reviewlens.ensemble import interface as api
+
+ENSEMBLES = [api.SENTIMENT.name, api.EMBED.name]
 
 
-def infer_raw(grpc, array: np.ndarray, datatype: str = "BYTES", model: str = "sentiment"):
-    tensor = grpcclient.InferInput("TEXT", list(array.shape), datatype)
+def infer_raw(grpc, array: np.ndarray, datatype: str = api.TEXT.datatype, model: str = api.SENTIMENT.name):
+    tensor = grpcclient.InferInput(api.TEXT.name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return grpc.infer(model, [tensor])
 
@@ -17,11 +20,11 @@ def infer_raw(grpc, array: np.ndarray, datatype: str = "BYTES", model: str = "se
 def server_still_answers(grpc, models):
     yield
     assert grpc.is_server_ready()
-    assert all(grpc.is_model_ready(m) for m in ("sentiment", "embed"))
+    assert all(grpc.is_model_ready(m) for m in ENSEMBLES)
     assert models.sentiment(["Still here and still great."])[0].label == "positive"
 
 
-@pytest.mark.parametrize("model", ["sentiment", "embed"])
+@pytest.mark.parametrize("model", ENSEMBLES)
 @pytest.mark.parametrize("text", ["", "   \n\t "])
 def test_empty_text_is_rejected_naming_the_row(grpc, model, text):
     with pytest.raises(InferenceServerException, match=r"TEXT\[1\] is empty"):
@@ -33,12 +36,12 @@ def test_invalid_utf8_is_rejected_naming_the_byte(grpc):
         infer_raw(grpc, np.array([[b"good\xff movie"]], dtype=object))
 
 
-@pytest.mark.parametrize("model", ["sentiment", "embed"])
+@pytest.mark.parametrize("model", ENSEMBLES)
 def test_a_100k_character_text_is_truncated_and_flagged(grpc, model):
     text = "An enormous review that goes on and on. " * 2500
     assert len(text) == 100_000
     result = grpc.infer(model, [text_input([text, "short one"])])
-    assert result.as_numpy("TRUNCATED").reshape(-1).tolist() == [True, False]
+    assert result.as_numpy(api.TRUNCATED.name).reshape(-1).tolist() == [True, False]
 
 
 def test_a_text_over_the_byte_limit_is_rejected(grpc):
@@ -64,7 +67,7 @@ def test_a_bad_request_does_not_fail_its_neighbours(triton, grpc):
         client = grpcclient.InferenceServerClient(triton.grpc_url)
         text = b"\xc3\x28 broken" if i % 4 == 0 else f"Review {i}: a lovely, moving and wonderful film.".encode()
         try:
-            return infer_raw(client, np.array([[text]], dtype=object)).as_numpy("LABEL")[0][0]
+            return infer_raw(client, np.array([[text]], dtype=object)).as_numpy(api.LABEL.name)[0][0]
         except InferenceServerException as err:
             return err
     with ThreadPoolExecutor(16) as pool:

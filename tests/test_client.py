@@ -6,15 +6,16 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from reviewlens.client import transport
-from reviewlens.client.analysis import Entity, SyncAnalyzer
+from reviewlens.client.analysis import Entity
+from reviewlens.client.sync import SyncAnalyzer
+from reviewlens.ensemble import interface as api
 from reviewlens.client.cli import app
-from reviewlens.client.demo import best_covered_movies
+from reviewlens.local.sample_data import best_covered_movies
 from reviewlens.client.prompts import LABELS, estimate_tokens
-from reviewlens.client.redis_server import RedisServer
+from reviewlens.local.redis_server import RedisServer
 from reviewlens.client.settings import Settings
 from reviewlens.client.transport import ServersUnavailable
-from reviewlens.ensemble.server import free_port
+from reviewlens.local.tritonserver import free_port
 
 REVIEWS_PER_ENTITY = 6
 
@@ -34,7 +35,7 @@ def settings(triton, redis_server) -> Settings:
 def inference_counts(grpc) -> dict[str, int]:
     """Triton's own count of inferences per served model."""
     stats = grpc.get_inference_statistics(as_json=True)["model_stats"]
-    return {m["name"]: int(m.get("inference_count", 0)) for m in stats if m["name"] in ("sentiment", "embed", "generator")}
+    return {m["name"]: int(m.get("inference_count", 0)) for m in stats if m["name"] in {model.name for model in api.SERVED}}
 
 
 def analyse(settings: Settings, entities: list[Entity], on_done=None):
@@ -77,7 +78,7 @@ def test_an_added_review_is_the_only_one_classified_and_embedded(settings, entit
     before = inference_counts(grpc)
     results = analyse(settings, grown)
     after = inference_counts(grpc)
-    assert after["sentiment"] - before["sentiment"] == 1 and after["embed"] - before["embed"] == 1
+    assert after[api.SENTIMENT.name] - before[api.SENTIMENT.name] == 1 and after[api.EMBED.name] - before[api.EMBED.name] == 1
     assert (results[0].metrics["classified"], results[0].metrics["embedded"]) == (1, 1)
     assert len(results[0].reviews) == REVIEWS_PER_ENTITY + 1
 
@@ -108,10 +109,9 @@ def test_a_review_with_instructions_does_not_change_the_output_format(triton):
     assert attack in [r.text for r in result.reviews]
 
 
-def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, entities, caplog, monkeypatch):
-    monkeypatch.setattr(transport, "REST_S", 600.0)
+def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, entities, caplog):
     dead = f"127.0.0.1:{free_port()}"
-    settings = Settings(urls=(dead, triton.grpc_url), redis_url=None, backoff_s=0.01)
+    settings = Settings(urls=(dead, triton.grpc_url), redis_url=None, backoff_s=0.01, rest_s=600.0)
     with caplog.at_level(logging.INFO, logger="reviewlens.client"):
         result = analyse(settings, [Entity("pair", entities[0].reviews[:3])])[0]
     assert len(result.reviews) == 3 and set(result.summary) == {"positive", "negative"}

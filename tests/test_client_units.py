@@ -8,8 +8,7 @@ from typer.testing import CliRunner
 from reviewlens.client import prompts
 from reviewlens.client.cache import decode_sentiment, encode_sentiment
 from reviewlens.client.cli import app
-from reviewlens.client.generation import chatml
-from reviewlens.client.inference import Sentiment
+from reviewlens.client.wire import Sentiment, chatml
 from reviewlens.client.reviews_file import InputError, read_entities
 from reviewlens.client.selection import mmr
 from reviewlens.client.settings import Settings

@@ -3,7 +3,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reviewlens.client.inference import ReviewModels
+from reviewlens.client.sync import SyncClient
+from reviewlens.ensemble import interface as api
 
 POSITIVE = ["A triumph: moving, funny and beautifully acted. One of the best films of the year.",
             "Smart, warm and wonderfully made; I loved every minute of it."]
@@ -38,10 +39,10 @@ def test_a_batch_of_64_equals_64_single_requests(models, review_texts):
 def test_concurrent_clients_get_their_own_answers(triton, review_texts):
     texts = review_texts[64:128]
     # Only confident rows are compared: INT8 outputs move slightly with batch neighbours.
-    expected = [r.label if r.confidence > 0.95 else None for r in ReviewModels(triton.grpc_url).sentiment(texts)]
+    expected = [r.label if r.confidence > 0.95 else None for r in SyncClient(triton.grpc_url).sentiment(texts)]
 
     def classify(start):
-        client = ReviewModels(triton.grpc_url)
+        client = SyncClient(triton.grpc_url)
         return start, [r.label for r in client.sentiment(texts[start:start + 8])]
 
     with ThreadPoolExecutor(8) as pool:
@@ -62,8 +63,8 @@ def test_korean_emoji_and_mixed_script_round_trip(models, text):
 
 def test_identical_requests_are_answered_from_the_response_cache(models, grpc):
     text = ["A cache-friendly review that is sent twice, word for word."]
-    before = grpc.get_inference_statistics("sentiment").model_stats[0].inference_stats.cache_hit.count
+    before = grpc.get_inference_statistics(api.SENTIMENT.name).model_stats[0].inference_stats.cache_hit.count
     first, second = models.sentiment(text), models.sentiment(text)
-    after = grpc.get_inference_statistics("sentiment").model_stats[0].inference_stats.cache_hit.count
+    after = grpc.get_inference_statistics(api.SENTIMENT.name).model_stats[0].inference_stats.cache_hit.count
     assert first == second
     assert after == before + 1

@@ -1,6 +1,6 @@
 """Start the real `tritonserver` (shipped inside the nvidia-pytriton wheel) on the CPU profile.
 
-    python -m reviewlens.ensemble.server [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
+    python -m reviewlens.local.tritonserver [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
 
 Assembles the Python backend directory the binary expects (library, utils, and the stub built for
 this interpreter), starts the server on loopback, waits until every model is READY and says where
@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY
+from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY
 
 CACHE_BYTES = 256 * 1024 * 1024
 MODELS = ("sentiment", "embed", "generator")

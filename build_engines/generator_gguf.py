@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import cache
 from .cache import BuildError
 from .data import Sources
-from .paths import MODELS_DIR
+from reviewlens.local.paths import MODELS_DIR
 
 log = logging.getLogger(__name__)
 
