@@ -127,3 +127,14 @@ def test_an_entity_with_a_huge_review_is_refused_before_any_request():
     from reviewlens.client.analysis import Entity
     with pytest.raises(ValueError, match="entity 'big': review 1 is over 1,000,000 bytes"):
         Entity("big", ["fine", "x" * 1_000_001]).validate()
+
+
+def test_the_entity_cache_key_changes_with_the_result_schema_version(monkeypatch):
+    from reviewlens.client import analysis
+    from reviewlens.ensemble.interface import SERVED
+    analyzer = analysis.Analyzer(Settings())
+    analyzer.versions = {model.name: "1" for model in SERVED}
+    entity = analysis.Entity("m1", ["Great cast."])
+    before = analyzer._entity_key(entity, "all reviews")
+    monkeypatch.setattr(analysis, "RESULT_SCHEMA_VERSION", analysis.RESULT_SCHEMA_VERSION + 1)
+    assert analyzer._entity_key(entity, "all reviews") != before
