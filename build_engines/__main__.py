@@ -20,7 +20,7 @@ from .cache import BuildError
 from .data import build_data, find_sources
 from .evaluate import build_report
 from .export_onnx import build_onnx
-from .generator import generator_gguf
+from .generator_gguf import generator_gguf
 from .install import install
 from .quantize import build_quantized
 from .train_classifier import classifier_checkpoint

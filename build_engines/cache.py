@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 
-from .paths import CACHE_DIR
+from reviewlens.local.paths import CACHE_DIR
 
 log = logging.getLogger(__name__)
 

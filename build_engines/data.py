@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache
-from .paths import BUILD_DIR
+from reviewlens.local.paths import BUILD_DIR
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 
 from . import cache
 from .data import Sources, build_data, read_jsonl
-from .paths import BUILD_DIR
+from reviewlens.local.paths import BUILD_DIR
 
 log = logging.getLogger(__name__)
 
