@@ -39,13 +39,10 @@ class Settings:
     retries: int = 4
     backoff_s: float = 0.25
     rest_s: float = 5.0
-    # Texts per sentiment/embed request (at most the models' max_batch_size); the server's dynamic
-    # batcher merges concurrent requests.
+    # Texts per sentiment/embed request, at most the models' max_batch_size (the server's dynamic
+    # batcher merges concurrent requests), and doubtful reviews re-checked per generator call.
     batch_size: int = 64
-    # Seconds between attempts to reach Redis again after it went away.
-    redis_retry_s: float = 5.0
-    # Goodput: a generator call is "good" when its time to first token is below this.
-    sla_ttft_s: float = 2.0
+    recheck_batch: int = 8
     # Sampling of the generator calls. Greedy decoding makes the 1.5B CPU model repeat itself;
     # mild sampling with a fixed seed does not, and stays reproducible.
     temperature: float = 0.5
@@ -53,8 +50,10 @@ class Settings:
     seed: int = 7
     # Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
     short_prompt_tokens: int = 160
-    # Doubtful reviews re-checked per generator call: one short prompt instead of one per review.
-    recheck_batch: int = 8
+    # Goodput: a generator call is "good" when its time to first token is below this.
+    sla_ttft_s: float = 2.0
+    # Seconds between attempts to reach Redis again after it went away.
+    redis_retry_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides) -> "Settings":
