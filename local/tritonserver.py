@@ -2,11 +2,13 @@
 
     python -m reviewlens.local.tritonserver [--grpc-port 8001] [--http-port 8000] [--metrics-port 8002]
 
-Assembles the Python backend directory the binary expects (library, utils, and the stub built for
-this interpreter), starts the server on loopback, waits until every model is READY and says where
-it listens. Used by `make serve`, `make demo`, the test fixtures and the benchmarks.
+Runs the server of the serving venv (.venv-serve, the `serve` extra), with the Python backend
+directory the binary expects (library, utils, and the stub built for that venv's Python), on
+loopback; waits until every model is READY and says where it listens. Used by `make serve`,
+`make demo`, the test fixtures and the benchmarks.
 """
 import argparse
+import functools
 import os
 import shutil
 import signal
@@ -18,25 +20,43 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY
+from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY, REPO_ROOT
 
+# Triton's response cache, which both ensembles use (`response_cache` in their configs). The one
+# home of its size: the GPU image's entrypoint reads it from here too.
 CACHE_BYTES = 256 * 1024 * 1024
+# The venv whose Python runs the Python-backend models: `make setup` makes it with the `serve`
+# extra only, so the models' processes load no build tooling (torch, transformers).
+SERVE_VENV = Path(os.environ.get("REVIEWLENS_SERVE_VENV", REPO_ROOT / ".venv-serve"))
 MODELS = ("sentiment", "embed", "generator")
 
 
-def pytriton_dir() -> Path:
-    import pytriton
-    return Path(pytriton.__file__).parent / "tritonserver"
+@functools.cache
+def serving_install(venv: Path) -> tuple[str, Path]:
+    """The X.Y of a venv's Python, which the stub must be built for, and the `tritonserver` folder
+    of the nvidia-pytriton installed there: the server, its libraries and the stub all come from
+    the venv the models run in."""
+    python = venv / "bin" / "python3"
+    missing = RuntimeError(f"no Python environment with nvidia-pytriton for the served models at {venv}: "
+                           "run `make setup`")
+    if not python.exists():
+        raise missing
+    probe = ("import importlib.util, sys; spec = importlib.util.find_spec('pytriton'); "
+             "print('%d.%d' % sys.version_info[:2], spec.origin if spec else '')")
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True).stdout.split()
+    if len(found) != 2:
+        raise missing
+    version, package = found
+    return version, Path(package).parent / "tritonserver"
 
 
-def python_backend_dir() -> Path:
-    """A backend directory holding `python/` with the stub for the running interpreter."""
-    source = pytriton_dir()
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+def python_backend_dir(version: str, source: Path) -> Path:
+    """A backend directory holding `python/` with the stub built for Python `version` (X.Y), from
+    the `tritonserver` folder `source` of nvidia-pytriton."""
     stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise RuntimeError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
-    backends = BUILD_DIR / "triton" / "backends"
+    backends = BUILD_DIR / "triton" / f"backends-py{version}"
     target = backends / "python"
     target.mkdir(parents=True, exist_ok=True)
     for path in (source / "backends/python/libtriton_python.so",
@@ -62,6 +82,7 @@ class TritonServer:
     metrics_port: int = 8002
     log_path: Path = BUILD_DIR / "triton" / "server.log"
     response_cache: bool = True
+    models_venv: Path = SERVE_VENV
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
 
@@ -74,11 +95,11 @@ class TritonServer:
         return f"{self.host}:{self.http_port}"
 
     def command(self) -> list[str]:
-        source = pytriton_dir()
+        version, source = serving_install(self.models_venv)
         return [
             str(source / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
-            f"--backend-directory={python_backend_dir()}",
+            f"--backend-directory={python_backend_dir(version, source)}",
             *([f"--cache-directory={source / 'caches'}", f"--cache-config=local,size={CACHE_BYTES}"]
               if self.response_cache else []),
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
@@ -90,10 +111,11 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        libs = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
+        libs = serving_install(self.models_venv)[1].parent.parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
-        # The stub imports numpy, onnxruntime and this project from the Python found on PATH.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        # The stub embeds Python and takes its prefix and site-packages from the first `python3` on
+        # PATH: the models import numpy, onnxruntime, tokenizers, llama_cpp and this project from there.
+        env["PATH"] = os.pathsep.join([str(self.models_venv / "bin"), env.get("PATH", "")])
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
