@@ -17,7 +17,8 @@ or two) and copies them, instead of computing them a second time.
 
 Text goes out as it is generated, never splitting a UTF-8 character, and holding back text that
 could be the start of a stop word. The engine knows nothing of Triton: a `Generation` carries
-callbacks, so the Triton model, tests and benchmarks drive the same code.
+callbacks, so the Triton model, tests and benchmarks drive the same code; every request that ends,
+whichever way, is reported once as `RequestFigures` (the Triton model publishes them as metrics).
 
 Uses llama-cpp-python's `_internals` wrappers (pinned to 0.3.36 by build_engines/install_llama_cpp.sh).
 """
@@ -35,9 +36,10 @@ import jsonschema
 import llama_cpp
 from llama_cpp import _internals, llama_grammar
 
+from reviewlens.ensemble import interface
+
 log = logging.getLogger(__name__)
 
-GUIDE_TYPES = ("json", "json_schema", "ebnf_grammar")
 MIN_PREFIX_REUSE = 16  # tokens; shorter common prefixes are not worth a cache lookup
 PENALTY_WINDOW = 256   # output tokens the repetition/presence/frequency penalties look back on
 
@@ -51,18 +53,18 @@ class Generation:
     """One request: what to generate and where the text goes.
 
     on_text(delta, n_output_tokens) receives text as it is generated (only called when stream);
-    on_done(text, stats) receives the text not yet delivered (all of it when not streaming) and
-    the statistics; on_error(message) ends the request with an error instead;
-    on_cancel(n_output_tokens) ends it once is_cancelled() turns true. Exactly one of on_done / on_error / on_cancel is called.
+    on_done(text, figures) receives the text not yet delivered (all of it when not streaming) and
+    the request's RequestFigures; on_error(message) ends the request with an error instead;
+    on_cancel() ends it once is_cancelled() turns true. Exactly one of on_done / on_error / on_cancel is called.
     """
 
     prompt: str
     max_tokens: int
-    on_done: Callable[[str, dict], None]
+    on_done: Callable[[str, "RequestFigures"], None]
     on_error: Callable[[str], None]
     on_text: Callable[[str, int], None] = lambda delta, n: None
     is_cancelled: Callable[[], bool] = lambda: False
-    on_cancel: Callable[[int], None] = lambda n_output: None
+    on_cancel: Callable[[], None] = lambda: None
     stream: bool = False
     temperature: float = 0.0  # 0: greedy
     top_k: int = 0            # 0: no top-k cut
@@ -72,9 +74,23 @@ class Generation:
     frequency_penalty: float = 0.0
     seed: int | None = None
     stop_words: list[str] = field(default_factory=list)
-    guide_type: str | None = None  # one of GUIDE_TYPES
+    guide_type: str | None = None  # one of interface.GUIDE_TYPES
     guide: str = ""
     submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class RequestFigures:
+    """What the engine did for one request, reported once when it ends, whichever way."""
+
+    finish_reason: str                   # one of interface.FINISH_REASONS
+    prompt_tokens: int
+    cached_prompt_tokens: int            # KV cells copied from the prefix cache or a prompt in flight
+    computed_prompt_tokens: int          # prefilled by this request (fewer if it ended during prefill)
+    output_tokens: int
+    queue_s: float | None                # submitted -> admitted into a sequence slot; None: never admitted
+    time_to_first_token_s: float | None  # submitted -> first output token; None: no token
+    decode_s: float | None               # first output token -> end; None: no token
 
 
 @dataclass
@@ -109,14 +125,25 @@ class _Prefix:
 
 
 class LlamaEngine:
-    """Owns the llama.cpp model and context and runs the decode loop in a background thread."""
+    """Owns the llama.cpp model and context and runs the decode loop in a background thread.
 
-    def __init__(self, gguf_path: str, *, n_ctx: int = 8192, max_sequences: int = 4, prefix_slots: int = 2,
-                 prefill_chunk: int = 128, n_threads: int | None = None):
+    The sizes come from the generator's config parameters and have no default here: n_ctx KV cells
+    shared by all sequences, max_sequences decoded together, prefix_slots cached prompts,
+    prefill_chunk prompt tokens per step, n_threads (0: all cores). on_figures receives every
+    request's RequestFigures on the decode thread, before the request's own last callback.
+    """
+
+    def __init__(self, gguf_path: str, *, n_ctx: int, max_sequences: int, prefix_slots: int, prefill_chunk: int,
+                 n_threads: int, on_figures: Callable[[RequestFigures], None] = lambda figures: None):
         logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)  # llama.cpp's own log: warnings only
         self.max_sequences = max_sequences
+        self.on_figures = on_figures
         self.n_batch = n_batch = prefill_chunk + max_sequences
         model_params = _internals.LlamaModel.default_params()
+        if "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode():
+            # llama.cpp's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on an AMX CPU in a
+            # Firecracker VM; without the extra buffer types the weights stay plain (no AMX, no repacking).
+            model_params.use_extra_bufts = False
         self.model = _internals.LlamaModel(path_model=gguf_path, params=model_params, verbose=False)
         context_params = _internals.LlamaContext.default_params()
         context_params.n_ctx = n_ctx
@@ -147,9 +174,9 @@ class LlamaEngine:
     def check(self, request: Generation) -> list[int]:
         """Validate a request against the model and context; return its prompt tokens or raise GenerationError."""
         if not request.prompt.strip():
-            raise GenerationError("text_input is empty")
+            raise GenerationError(f"{interface.TEXT_INPUT.name} is empty")
         if request.max_tokens <= 0:
-            raise GenerationError(f"max_tokens must be at least 1, got {request.max_tokens}")
+            raise GenerationError(f"{interface.MAX_TOKENS.name} must be at least 1, got {request.max_tokens}")
         if not 0.0 <= request.temperature <= 10.0:
             raise GenerationError(f"temperature must be in [0, 10], got {request.temperature}")
         if not 0.0 < request.top_p <= 1.0:
@@ -161,14 +188,14 @@ class LlamaEngine:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(request, name) <= 2.0:
                 raise GenerationError(f"{name} must be in [-2, 2], got {getattr(request, name)}")
-        if request.guide_type is not None and request.guide_type not in GUIDE_TYPES:
-            raise GenerationError(f"guided_decoding_guide_type {request.guide_type!r} is not supported here; "
-                                  f"use one of {', '.join(GUIDE_TYPES)}")
+        if request.guide_type is not None and request.guide_type not in interface.GUIDE_TYPES:
+            raise GenerationError(f"{interface.GUIDE_TYPE.name} {request.guide_type!r} is not supported here; "
+                                  f"use one of {', '.join(interface.GUIDE_TYPES)}")
         tokens = self.tokenize(request.prompt)
         if len(tokens) >= self.n_ctx:
             raise GenerationError(f"the prompt has {len(tokens)} tokens; the context holds {self.n_ctx}")
         if len(tokens) + request.max_tokens > self.n_ctx:
-            raise GenerationError(f"prompt ({len(tokens)} tokens) + max_tokens ({request.max_tokens}) exceeds "
+            raise GenerationError(f"prompt ({len(tokens)} tokens) + {interface.MAX_TOKENS.name} ({request.max_tokens}) exceeds "
                                   f"the context of {self.n_ctx} tokens; ask for at most "
                                   f"{self.n_ctx - len(tokens)} tokens")
         self._sampler(request).close()  # builds the grammar: an invalid guide fails here, not later
@@ -198,8 +225,10 @@ class LlamaEngine:
             self._lock.notify_all()
         self._thread.join()
         for sequence in list(self._active.values()):
+            self._end(sequence.request, sequence.tokens, "error", sequence)
             sequence.request.on_error("the generator was unloaded")
-        for request, _ in self._waiting:
+        for request, tokens in self._waiting:
+            self._end(request, tokens, "error")
             request.on_error("the generator was unloaded")
         self._active.clear()
         self._waiting.clear()
@@ -239,16 +268,16 @@ class LlamaEngine:
         if request.guide_type == "json":
             return llama_grammar.JSON_GBNF
         if not request.guide.strip():
-            raise GenerationError(f"guided_decoding_guide is empty for guide type {request.guide_type}")
+            raise GenerationError(f"{interface.GUIDE.name} is empty for guide type {request.guide_type}")
         if request.guide_type == "ebnf_grammar":
             return request.guide
         try:
             schema = json.loads(request.guide)
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except json.JSONDecodeError as err:
-            raise GenerationError(f"guided_decoding_guide is not JSON: {err}") from None
+            raise GenerationError(f"{interface.GUIDE.name} is not JSON: {err}") from None
         except jsonschema.SchemaError as err:
-            raise GenerationError(f"guided_decoding_guide is not a valid JSON schema: {err.message}") from None
+            raise GenerationError(f"{interface.GUIDE.name} is not a valid JSON schema: {err.message}") from None
         try:
             return llama_grammar.json_schema_to_gbnf(request.guide)
         except Exception as err:  # the converter raises bare Exceptions and KeyErrors on what it does not support
@@ -279,7 +308,8 @@ class LlamaEngine:
             request, tokens = self._waiting[0]
             if request.is_cancelled():
                 self._waiting.pop(0)
-                request.on_cancel(0)
+                self._end(request, tokens, "cancelled")
+                request.on_cancel()
                 continue
             if not self._make_room(len(tokens) + request.max_tokens):
                 return  # wait for an active sequence to finish
@@ -289,6 +319,7 @@ class LlamaEngine:
             try:
                 sampler = self._sampler(request)
             except GenerationError as err:
+                self._end(request, tokens, "error")
                 request.on_error(str(err))
                 continue
             sequence = _Sequence(request=request, seq_id=free.pop(0), tokens=tokens, sampler=sampler)
@@ -438,27 +469,38 @@ class LlamaEngine:
         sequence.sampler.close()
         request = sequence.request
         if cancelled:
-            request.on_cancel(sequence.n_output)
+            self._end(request, sequence.tokens, "cancelled", sequence)
+            request.on_cancel()
             return
         if error is None and truncated and request.guide_type is not None:
-            error = (f"max_tokens ({request.max_tokens}) was reached before the guided output was complete; "
-                     "raise max_tokens")
+            error = (f"{interface.MAX_TOKENS.name} ({request.max_tokens}) was reached before the guided output was "
+                     f"complete; raise {interface.MAX_TOKENS.name}")
         if error is not None:
+            self._end(request, sequence.tokens, "error", sequence)
             request.on_error(error)
             return
-        now = time.perf_counter()
-        first = sequence.first_token or now
-        stats = {
-            "prompt_tokens": len(sequence.tokens),
-            "cached_prompt_tokens": sequence.n_cached,
-            "output_tokens": sequence.n_output,
-            "finish_reason": "length" if truncated else "stop",
-            "queue_s": sequence.admitted - request.submitted,
-            "prefill_s": first - sequence.admitted,
-            "time_to_first_token_s": first - request.submitted,
-            "decode_s": now - first,
-        }
-        request.on_done(sequence.text[sequence.n_sent:], stats)
+        figures = self._end(request, sequence.tokens, "length" if truncated else "stop", sequence)
+        request.on_done(sequence.text[sequence.n_sent:], figures)
+
+    def _end(self, request: Generation, tokens: list[int], finish_reason: str,
+             sequence: _Sequence | None = None) -> RequestFigures:
+        """Report the figures of a request that ends (sequence: its slot, if it was admitted)."""
+        first = sequence.first_token if sequence else None
+        figures = RequestFigures(
+            finish_reason=finish_reason,
+            prompt_tokens=len(tokens),
+            cached_prompt_tokens=sequence.n_cached if sequence else 0,
+            computed_prompt_tokens=min(sequence.n_past, len(tokens)) - sequence.n_cached if sequence else 0,
+            output_tokens=sequence.n_output if sequence else 0,
+            queue_s=sequence.admitted - request.submitted if sequence else None,
+            time_to_first_token_s=first - request.submitted if first is not None else None,
+            decode_s=time.perf_counter() - first if first is not None else None,
+        )
+        try:
+            self.on_figures(figures)
+        except Exception:  # a figure that cannot be published must not end the requests in flight
+            log.exception("reporting a request's figures failed")
+        return figures
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
