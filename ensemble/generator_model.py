@@ -13,14 +13,14 @@ means greedy decoding, and "regex" guidance is refused.
 text_input is the complete prompt: the client applies the chat template. The config parameter
 `chat_template` names the template the served model expects ("chatml"); the model refuses to
 load a GGUF whose own template is different, and clients read the parameter from the model
-config (see client/generation.py).
+config (see client/wire.py).
 
 execute() validates each request (errors go back at once as INVALID_ARG), hands the valid ones to
 the LlamaEngine and returns only when the engine has a free sequence slot: the requests that
 are still waiting stay in Triton's queue, which orders them by priority level.
 
-The engine's sizes are the config's parameters (n_ctx, prefix_slots, prefill_chunk, threads,
-chat_template), read with no default of their own: a missing one fails the load, naming it. Each
+The config's parameters (n_ctx, prefix_slots, prefill_chunk, threads, chat_template) are read
+with no default of their own: a missing one fails the load, naming it. Each
 request's figures (finish reason, prompt tokens computed or reused, output tokens, queue time,
 time to first token, decode time) go to Triton's metrics endpoint as the custom metrics of
 interface.GENERATOR_METRICS.

@@ -178,16 +178,18 @@ class LlamaEngine:
         if request.max_tokens <= 0:
             raise GenerationError(f"{interface.MAX_TOKENS.name} must be at least 1, got {request.max_tokens}")
         if not 0.0 <= request.temperature <= 10.0:
-            raise GenerationError(f"temperature must be in [0, 10], got {request.temperature}")
+            raise GenerationError(f"{interface.TEMPERATURE.name} must be in [0, 10], got {request.temperature}")
         if not 0.0 < request.top_p <= 1.0:
-            raise GenerationError(f"top_p must be in (0, 1], got {request.top_p}")
+            raise GenerationError(f"{interface.TOP_P.name} must be in (0, 1], got {request.top_p}")
         if request.top_k < 0:
-            raise GenerationError(f"top_k must be >= 0, got {request.top_k}")
+            raise GenerationError(f"{interface.TOP_K.name} must be >= 0, got {request.top_k}")
         if not 0.0 < request.repetition_penalty <= 10.0:
-            raise GenerationError(f"repetition_penalty must be in (0, 10], got {request.repetition_penalty}")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if not -2.0 <= getattr(request, name) <= 2.0:
-                raise GenerationError(f"{name} must be in [-2, 2], got {getattr(request, name)}")
+            raise GenerationError(f"{interface.REPETITION_PENALTY.name} must be in (0, 10], "
+                                  f"got {request.repetition_penalty}")
+        for tensor, value in ((interface.PRESENCE_PENALTY, request.presence_penalty),
+                              (interface.FREQUENCY_PENALTY, request.frequency_penalty)):
+            if not -2.0 <= value <= 2.0:
+                raise GenerationError(f"{tensor.name} must be in [-2, 2], got {value}")
         if request.guide_type is not None and request.guide_type not in interface.GUIDE_TYPES:
             raise GenerationError(f"{interface.GUIDE_TYPE.name} {request.guide_type!r} is not supported here; "
                                   f"use one of {', '.join(interface.GUIDE_TYPES)}")

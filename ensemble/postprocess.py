@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from reviewlens.ensemble import interface
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -23,11 +25,12 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            probs = softmax(pb_utils.get_input_tensor_by_name(request, "logits").as_numpy().astype(np.float32))
+            logits = pb_utils.get_input_tensor_by_name(request, interface.LOGITS.name).as_numpy()
+            probs = softmax(logits.astype(np.float32))
             best = probs.argmax(axis=1)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("LABEL", self.labels[best].reshape(-1, 1)),
-                pb_utils.Tensor("CONFIDENCE", probs.max(axis=1, keepdims=True)),
-                pb_utils.Tensor("PROBS", probs),
+                pb_utils.Tensor(interface.LABEL.name, self.labels[best].reshape(-1, 1)),
+                pb_utils.Tensor(interface.CONFIDENCE.name, probs.max(axis=1, keepdims=True)),
+                pb_utils.Tensor(interface.PROBS.name, probs),
             ]))
         return responses

@@ -12,6 +12,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from reviewlens.client.generation import GenerationParams, GeneratorClient, request_inputs
+from reviewlens.ensemble import interface as api
+from reviewlens.local import triton_metrics
 
 SUMMARY_SCHEMA = {
     "type": "object",
@@ -104,23 +106,48 @@ def test_two_concurrent_requests_make_progress_together(triton):
     assert arrivals[1][0] < arrivals[0][-1]
 
 
-def test_cancelled_request_stops_generating(generator, triton):
+@pytest.fixture(scope="module")
+def metrics_url(triton) -> str:
+    return triton_metrics.metrics_url(triton.host, triton.metrics_port)
+
+
+def test_cancelled_request_stops_generating(generator, metrics_url):
     prompt = ask(generator, "Count from 1 to 2000, one number per line.")
+    before = triton_metrics.scrape(metrics_url)
     received = 0
-    for delta, _, _ in generator.stream(prompt, 2000):
+    for _ in generator.stream(prompt, 2000):
         received += 1
         if received == 5:
             break  # closing the stream cancels the request on the server
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        cancelled = [line for line in triton.log_path.read_text().splitlines() if "cancelled after" in line]
-        if cancelled:
+    while True:
+        figures = triton_metrics.delta(before, triton_metrics.scrape(metrics_url))
+        cancelled = figures.value(api.GENERATOR_REQUESTS.name, finish_reason="cancelled")
+        if cancelled or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert cancelled, "the server never reported the cancellation"
-    n_tokens = int(cancelled[-1].split("cancelled after ")[1].split()[0])
-    assert n_tokens < 200
+    assert cancelled == 1, "the server never reported the cancellation"
+    assert figures.value(api.GENERATOR_OUTPUT_TOKENS.name, finish_reason="cancelled") < 200
     assert generator.generate(ask(generator, "Say hi."), 8).output_tokens > 0  # the slot is free again
+
+
+def test_prefill_and_output_tokens_of_each_request_show_up_in_the_metrics(generator, metrics_url):
+    # In no prefix slot yet: the first request computes its whole prompt, the second reuses the system message.
+    system = "Metrics check. " + "You summarise movie reviews in one short sentence and quote none of them. " * 8
+    before = triton_metrics.scrape(metrics_url)
+    first = generator.generate(ask(generator, "Great film.", system), 4)
+    between = triton_metrics.scrape(metrics_url)
+    second = generator.generate(ask(generator, "Dull plot.", system), 4)
+    one, two = triton_metrics.delta(before, between), triton_metrics.delta(between, triton_metrics.scrape(metrics_url))
+    prefill = api.GENERATOR_PREFILL_TOKENS.name
+    assert one.value(prefill, source=api.PREFILL_COMPUTED) == first.prompt_tokens
+    assert one.value(prefill, source=api.PREFILL_REUSED) == 0
+    assert two.value(prefill, source=api.PREFILL_COMPUTED) < 20  # about the user turn
+    assert two.value(prefill) == second.prompt_tokens
+    for figures, result in ((one, first), (two, second)):
+        assert figures.value(api.GENERATOR_REQUESTS.name) == 1
+        assert figures.value(api.GENERATOR_OUTPUT_TOKENS.name) == result.output_tokens
+        assert figures.value(f"{api.GENERATOR_TIME_TO_FIRST_TOKEN_SECONDS.name}_count") == 1
 
 
 def test_higher_priority_request_starts_first_when_all_slots_are_busy(triton):
