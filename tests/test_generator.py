@@ -11,7 +11,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from reviewlens.client.generation import GenerationParams, GeneratorClient, request_inputs
+from reviewlens.client.sync import SyncClient
+from reviewlens.client.wire import GenerationParams, generator_inputs
 from reviewlens.ensemble import interface as api
 from reviewlens.local import triton_metrics
 
@@ -29,7 +30,15 @@ SUMMARY_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def generator(triton):
-    client = GeneratorClient(triton.grpc_url)
+    client = SyncClient(triton.grpc_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def raw_grpc(triton):
+    """A plain gRPC client, for requests the project's client would never build."""
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
     yield client
     client.close()
 
@@ -71,12 +80,10 @@ def test_json_schema_guided_output_validates(generator, stream):
     jsonschema.validate(json.loads(result.text), SUMMARY_SCHEMA)
 
 
-def test_json_guide_without_schema_gives_json(generator):
+def test_json_guide_without_schema_gives_json(generator, raw_grpc):
     prompt = ask(generator, "Give the title and year of a famous film as JSON.")
-    inputs = request_inputs(prompt, 96, GenerationParams(), stream=False)
-    guide_type = grpcclient.InferInput("guided_decoding_guide_type", [1, 1], "BYTES")
-    guide_type.set_data_from_numpy(np.array([[b"json"]], dtype=object))
-    text = _collect(generator, [*inputs, guide_type])
+    inputs = generator_inputs(prompt, 96, GenerationParams(), stream=False)
+    text = _collect(raw_grpc, [*inputs, _tensor(api.GUIDE_TYPE, np.array([[b"json"]], dtype=object))])
     assert isinstance(json.loads(text), (dict, list))
 
 
@@ -93,7 +100,7 @@ def test_two_concurrent_requests_make_progress_together(triton):
 
     def run(i: int) -> int:
         time.sleep(0.2 * i)
-        client = GeneratorClient(triton.grpc_url)
+        client = SyncClient(triton.grpc_url)
         prompt = client.chat_prompt([{"role": "user", "content": f"Count from {i * 100} to {i * 100 + 300}, "
                                                                  "separated by spaces."}])
         result = client.generate(prompt, 40, stream=True, on_text=lambda _: arrivals[i].append(time.monotonic()))
@@ -154,7 +161,7 @@ def test_higher_priority_request_starts_first_when_all_slots_are_busy(triton):
     started: dict[str, float] = {}
 
     def run(name: str, text: str, max_tokens: int, priority: int) -> int:
-        client = GeneratorClient(triton.grpc_url)
+        client = SyncClient(triton.grpc_url)
         prompt = client.chat_prompt([{"role": "user", "content": text}])
         result = client.generate(prompt, max_tokens, stream=True, priority=priority,
                                  on_text=lambda _: started.setdefault(name, time.monotonic()))
@@ -178,77 +185,78 @@ def test_higher_priority_request_starts_first_when_all_slots_are_busy(triton):
     assert started["urgent"] < started["normal"]
 
 
-def _collect(generator: GeneratorClient, inputs) -> str:
-    """Send raw input tensors over the client's stream and return the text (raises the server's error)."""
+def _collect(raw_grpc: grpcclient.InferenceServerClient, inputs) -> str:
+    """Send raw input tensors over a gRPC stream and return the text (raises the server's error)."""
     results = queue.Queue()
-    generator.client.start_stream(callback=lambda result, error: results.put((result, error)))
+    raw_grpc.start_stream(callback=lambda result, error: results.put((result, error)))
     try:
-        generator.client.async_stream_infer("generator", inputs)
+        raw_grpc.async_stream_infer(api.GENERATOR.name, inputs)
         result, error = results.get(timeout=300)
         if error is not None:
             raise error
-        return result.as_numpy("text_output").reshape(-1)[0].decode()
+        return result.as_numpy(api.TEXT_OUTPUT.name).reshape(-1)[0].decode()
     finally:
-        generator.client.stop_stream()
+        raw_grpc.stop_stream()
 
 
-def _tensor(name, array, datatype):
-    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+def _tensor(spec: api.Tensor, array, datatype=None):
+    """A tensor of exactly this array and datatype (default the spec's), right or wrong."""
+    tensor = grpcclient.InferInput(spec.name, list(array.shape), datatype or spec.datatype)
     tensor.set_data_from_numpy(array)
     return tensor
 
 
 BAD_REQUESTS = {
-    "empty prompt": (lambda p: [_tensor("text_input", np.array([[b"  "]], dtype=object), "BYTES"),
-                                _tensor("max_tokens", np.array([[8]], dtype=np.int32), "INT32")],
+    "empty prompt": (lambda p: [_tensor(api.TEXT_INPUT, np.array([[b"  "]], dtype=object)),
+                                _tensor(api.MAX_TOKENS, np.array([[8]], dtype=np.int32))],
                      "text_input[0] is empty"),
-    "max_tokens zero": (lambda p: request_inputs(p, 0, GenerationParams(), False), "max_tokens must be at least 1"),
-    "max_tokens negative": (lambda p: request_inputs(p, -3, GenerationParams(), False), "max_tokens must be at least 1"),
-    "max_tokens beyond the context": (lambda p: request_inputs(p, 100_000, GenerationParams(), False),
+    "max_tokens zero": (lambda p: generator_inputs(p, 0, GenerationParams(), False), "max_tokens must be at least 1"),
+    "max_tokens negative": (lambda p: generator_inputs(p, -3, GenerationParams(), False), "max_tokens must be at least 1"),
+    "max_tokens beyond the context": (lambda p: generator_inputs(p, 100_000, GenerationParams(), False),
                                       "exceeds the context"),
-    "prompt longer than the context": (lambda p: request_inputs("word " * 9000, 8, GenerationParams(), False),
+    "prompt longer than the context": (lambda p: generator_inputs("word " * 9000, 8, GenerationParams(), False),
                                        "the context holds"),
-    "invalid UTF-8": (lambda p: [_tensor("text_input", np.array([[b"caf\xe9 au lait"]], dtype=object), "BYTES"),
-                                 _tensor("max_tokens", np.array([[8]], dtype=np.int32), "INT32")],
+    "invalid UTF-8": (lambda p: [_tensor(api.TEXT_INPUT, np.array([[b"caf\xe9 au lait"]], dtype=object)),
+                                 _tensor(api.MAX_TOKENS, np.array([[8]], dtype=np.int32))],
                       "not valid UTF-8: byte 0xe9 at offset 3"),
-    "two prompts in one request": (lambda p: [_tensor("text_input", np.array([[b"a", b"b"]], dtype=object), "BYTES"),
-                                              _tensor("max_tokens", np.array([[8]], dtype=np.int32), "INT32")],
+    "two prompts in one request": (lambda p: [_tensor(api.TEXT_INPUT, np.array([[b"a", b"b"]], dtype=object)),
+                                              _tensor(api.MAX_TOKENS, np.array([[8]], dtype=np.int32))],
                                    "one prompt per request"),
-    "schema that is not JSON": (lambda p: [*request_inputs(p, 8, GenerationParams(), False),
-                                           _tensor("guided_decoding_guide_type", np.array([[b"json_schema"]], dtype=object), "BYTES"),
-                                           _tensor("guided_decoding_guide", np.array([[b"{not json"]], dtype=object), "BYTES")],
+    "schema that is not JSON": (lambda p: [*generator_inputs(p, 8, GenerationParams(), False),
+                                           _tensor(api.GUIDE_TYPE, np.array([[b"json_schema"]], dtype=object)),
+                                           _tensor(api.GUIDE, np.array([[b"{not json"]], dtype=object))],
                                 "guided_decoding_guide is not JSON"),
-    "invalid schema": (lambda p: request_inputs(p, 8, GenerationParams(json_schema={"type": "nonsense"}), False),
+    "invalid schema": (lambda p: generator_inputs(p, 8, GenerationParams(json_schema={"type": "nonsense"}), False),
                        "not a valid JSON schema"),
-    "unsupported guide type": (lambda p: [*request_inputs(p, 8, GenerationParams(), False),
-                                          _tensor("guided_decoding_guide_type", np.array([[b"regex"]], dtype=object), "BYTES"),
-                                          _tensor("guided_decoding_guide", np.array([[b"[a-z]+"]], dtype=object), "BYTES")],
+    "unsupported guide type": (lambda p: [*generator_inputs(p, 8, GenerationParams(), False),
+                                          _tensor(api.GUIDE_TYPE, np.array([[b"regex"]], dtype=object)),
+                                          _tensor(api.GUIDE, np.array([[b"[a-z]+"]], dtype=object))],
                                "'regex' is not supported"),
-    "invalid grammar": (lambda p: request_inputs(p, 8, GenerationParams(grammar="root ::= ("), False),
+    "invalid grammar": (lambda p: generator_inputs(p, 8, GenerationParams(grammar="root ::= ("), False),
                         "could not be parsed as a grammar"),
-    "temperature out of range": (lambda p: request_inputs(p, 8, GenerationParams(temperature=-1.0), False),
+    "temperature out of range": (lambda p: generator_inputs(p, 8, GenerationParams(temperature=-1.0), False),
                                  "temperature must be in [0, 10]"),
-    "top_p out of range": (lambda p: request_inputs(p, 8, GenerationParams(top_p=1.5), False), "top_p must be in (0, 1]"),
-    "repetition_penalty out of range": (lambda p: request_inputs(p, 8, GenerationParams(repetition_penalty=0.0), False),
+    "top_p out of range": (lambda p: generator_inputs(p, 8, GenerationParams(top_p=1.5), False), "top_p must be in (0, 1]"),
+    "repetition_penalty out of range": (lambda p: generator_inputs(p, 8, GenerationParams(repetition_penalty=0.0), False),
                                        "repetition_penalty must be in (0, 10]"),
-    "max_tokens of the wrong type": (lambda p: [_tensor("text_input", np.array([[p.encode()]], dtype=object), "BYTES"),
-                                                _tensor("max_tokens", np.array([[8.0]], dtype=np.float32), "FP32")],
+    "max_tokens of the wrong type": (lambda p: [_tensor(api.TEXT_INPUT, np.array([[p.encode()]], dtype=object)),
+                                                _tensor(api.MAX_TOKENS, np.array([[8.0]], dtype=np.float32), "FP32")],
                                      "max_tokens"),
-    "max_tokens missing": (lambda p: [_tensor("text_input", np.array([[p.encode()]], dtype=object), "BYTES")],
+    "max_tokens missing": (lambda p: [_tensor(api.TEXT_INPUT, np.array([[p.encode()]], dtype=object))],
                            "max_tokens"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
-def test_bad_request_gets_a_clear_error(generator, case):
+def test_bad_request_gets_a_clear_error(generator, raw_grpc, case):
     build, message = BAD_REQUESTS[case]
     with pytest.raises(InferenceServerException) as error:
-        _collect(generator, build(ask(generator, "Say hi.")))
+        _collect(raw_grpc, build(ask(generator, "Say hi.")))
     assert message in str(error.value)
 
 
-def test_server_keeps_serving_after_bad_requests(generator):
+def test_server_keeps_serving_after_bad_requests(generator, raw_grpc):
     for build, _ in BAD_REQUESTS.values():
         with pytest.raises(InferenceServerException):
-            _collect(generator, build(ask(generator, "Say hi.")))
+            _collect(raw_grpc, build(ask(generator, "Say hi.")))
     assert generator.generate(ask(generator, "Say hi."), 8).output_tokens > 0
