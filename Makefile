@@ -83,11 +83,11 @@ test: build  ## the test suite (starts a real tritonserver on free loopback port
 	$(PY) -m pytest
 
 perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/results/
-	$(PY) perf/padding_strategies.py
-	$(PY) perf/throughput.py
-	$(PY) perf/perf_analyzer.py
-	$(PY) perf/generator.py
-	$(PY) perf/analysis.py
+	$(PY) perf/bench_padding.py
+	$(PY) perf/bench_throughput.py
+	$(PY) perf/bench_perf_analyzer.py
+	$(PY) perf/bench_generator.py
+	$(PY) perf/bench_analysis.py
 
 # GPU profile (README.md, "GPU profile"). The configs of both profiles come from
 # build_engines/model_configs.py; the engine targets need an NVIDIA GPU with TensorRT / TensorRT-LLM
