@@ -22,11 +22,11 @@ from pathlib import Path
 
 from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY, REPO_ROOT
 
-# Triton's response cache, which both ensembles use (`response_cache` in their configs). The one
-# home of its size: the GPU image's entrypoint reads it from here too.
+# The size of Triton's response cache, which both ensembles use (`response_cache` in their
+# configs), for every server this project starts: a launcher reads it here, never spells it.
 CACHE_BYTES = 256 * 1024 * 1024
-# The venv whose Python runs the Python-backend models: `make setup` makes it with the `serve`
-# extra only, so the models' processes load no build tooling (torch, transformers).
+# The venv tritonserver, its stub and the Python-backend models run from: `make setup` makes it
+# with the `serve` extra only, so serving installs and can import no build tooling (torch, transformers).
 SERVE_VENV = Path(os.environ.get("REVIEWLENS_SERVE_VENV", REPO_ROOT / ".venv-serve"))
 MODELS = ("sentiment", "embed", "generator")
 
