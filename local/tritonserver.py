@@ -20,6 +20,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reviewlens.build_engines.artifacts import missing_served_files
+from reviewlens.ensemble import interface
+from reviewlens.local import triton_metrics
 from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY, REPO_ROOT
 
 # The size of Triton's response cache, which both ensembles use (`response_cache` in their
@@ -28,7 +31,6 @@ CACHE_BYTES = 256 * 1024 * 1024
 # The venv tritonserver, its stub and the Python-backend models run from: `make setup` makes it
 # with the `serve` extra only, so serving installs and can import no build tooling (torch, transformers).
 SERVE_VENV = Path(os.environ.get("REVIEWLENS_SERVE_VENV", REPO_ROOT / ".venv-serve"))
-MODELS = ("sentiment", "embed", "generator")
 
 
 @functools.cache
@@ -89,6 +91,10 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return triton_metrics.metrics_url(self.host, self.metrics_port)
 
     @property
     def http_url(self) -> str:
@@ -174,15 +180,14 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     args = parser.parse_args()
-    missing = [p for p in ("classifier/1/model.onnx", "encoder/1/model.onnx", "generator/1/model.gguf")
-               if not (args.model_repository / p).exists()]
+    missing = missing_served_files(args.model_repository)
     if missing:
         sys.exit(f"error: built models missing in {args.model_repository} ({', '.join(missing)}); run `make build` first")
     server = TritonServer(args.model_repository, args.host, args.grpc_port, args.http_port, args.metrics_port)
     print(f"starting tritonserver (log: {server.log_path}) ...", flush=True)
     server.start()
     print(f"READY: gRPC {server.grpc_url}  HTTP {server.http_url}  "
-          f"metrics http://{args.host}:{args.metrics_port}/metrics  models: {', '.join(MODELS)}", flush=True)
+          f"metrics http://{args.host}:{args.metrics_port}/metrics  models: {', '.join(m.name for m in interface.SERVED)}", flush=True)
     stop_signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:

@@ -113,14 +113,9 @@ def test_two_concurrent_requests_make_progress_together(triton):
     assert arrivals[1][0] < arrivals[0][-1]
 
 
-@pytest.fixture(scope="module")
-def metrics_url(triton) -> str:
-    return triton_metrics.metrics_url(triton.host, triton.metrics_port)
-
-
-def test_cancelled_request_stops_generating(generator, metrics_url):
+def test_cancelled_request_stops_generating(generator, triton):
     prompt = ask(generator, "Count from 1 to 2000, one number per line.")
-    before = triton_metrics.scrape(metrics_url)
+    before = triton_metrics.scrape(triton.metrics_url)
     received = 0
     for _ in generator.stream(prompt, 2000):
         received += 1
@@ -128,7 +123,7 @@ def test_cancelled_request_stops_generating(generator, metrics_url):
             break  # closing the stream cancels the request on the server
     deadline = time.monotonic() + 60
     while True:
-        figures = triton_metrics.delta(before, triton_metrics.scrape(metrics_url))
+        figures = triton_metrics.delta(before, triton_metrics.scrape(triton.metrics_url))
         cancelled = figures.value(api.GENERATOR_REQUESTS.name, finish_reason="cancelled")
         if cancelled or time.monotonic() > deadline:
             break
@@ -138,14 +133,14 @@ def test_cancelled_request_stops_generating(generator, metrics_url):
     assert generator.generate(ask(generator, "Say hi."), 8).output_tokens > 0  # the slot is free again
 
 
-def test_prefill_and_output_tokens_of_each_request_show_up_in_the_metrics(generator, metrics_url):
+def test_prefill_and_output_tokens_of_each_request_show_up_in_the_metrics(generator, triton):
     # In no prefix slot yet: the first request computes its whole prompt, the second reuses the system message.
     system = "Metrics check. " + "You summarise movie reviews in one short sentence and quote none of them. " * 8
-    before = triton_metrics.scrape(metrics_url)
+    before = triton_metrics.scrape(triton.metrics_url)
     first = generator.generate(ask(generator, "Great film.", system), 4)
-    between = triton_metrics.scrape(metrics_url)
+    between = triton_metrics.scrape(triton.metrics_url)
     second = generator.generate(ask(generator, "Dull plot.", system), 4)
-    one, two = triton_metrics.delta(before, between), triton_metrics.delta(between, triton_metrics.scrape(metrics_url))
+    one, two = triton_metrics.delta(before, between), triton_metrics.delta(between, triton_metrics.scrape(triton.metrics_url))
     prefill = api.GENERATOR_PREFILL_TOKENS.name
     assert one.value(prefill, source=api.PREFILL_COMPUTED) == first.prompt_tokens
     assert one.value(prefill, source=api.PREFILL_REUSED) == 0
