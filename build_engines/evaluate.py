@@ -35,7 +35,7 @@ import onnxruntime as ort
 from . import cache, data, export_onnx
 from .data import Sources, build_data, read_jsonl
 from .export_onnx import TokenizedTexts, build_onnx, open_session
-from .paths import REPORTS_DIR
+from reviewlens.local.paths import REPORTS_DIR
 from .quantize import build_quantized, gate
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def build_report(sources: Sources) -> dict:
     step_dir = cache.run_step(
         "report", lambda out: write_report(exported, quantized, data_dir, out / "accuracy.json"),
         inputs=[data_dir, *exported.values(), *quantized.values()],
-        sources=[sys.modules[__name__], data, export_onnx], params={"onnxruntime": ort.__version__})
+        sources=[sys.modules[__name__], data, export_onnx, *export_onnx.TOKEN_PATH], params={"onnxruntime": ort.__version__})
     cache.expose(step_dir, REPORTS_DIR)
     report = json.loads((step_dir / "accuracy.json").read_text())
     print_summary(report)

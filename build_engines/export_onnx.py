@@ -2,17 +2,18 @@
 
 Each model directory holds:
 - model_fp32.onnx: inputs `input_ids` and `attention_mask` (INT64 [batch, sequence], both axes
-  dynamic); output `logits` (FP32 [batch, n_labels], classifier) or `embedding` (FP32
+  dynamic); output `logits` (FP32 [batch, n_labels], classifier) or `EMBEDDING` (FP32
   [batch, dim], embedder: mean pooling over the attention mask and L2 normalisation are inside
-  the graph). Models that take token_type_ids get zeros made inside the graph.
+  the graph). These are the served tensor names (ensemble/interface.py), which a TensorRT plan
+  built from the graph must carry. Models that take token_type_ids get zeros made inside the graph.
 - tokenizer.json (Hugging Face fast tokenizer) and serving.json {max_length, pad_id, n_labels|dim}
   for the serving tokenizer step; the classifier also has labels.json (label names in id order).
 
 The exporter is torch.onnx.export(dynamo=True) at opset 18, with eager attention so attention is
 plain MatMul/Softmax nodes that the INT8 steps can see and choose. Every export is checked as part
 of the build: onnx.checker, then ONNX Runtime against PyTorch on real reviews of mixed lengths,
-padded together in the same batches, and tokenized from the written tokenizer.json exactly as the
-serving tokenizer does. A difference past tolerance fails the build.
+padded together in the same batches, and tokenized from the written tokenizer.json by the serving
+tokenizer's own code (ensemble/tokens.py). A difference past tolerance fails the build.
 
 `TokenizedTexts` (tokenize once, run any ONNX variant of a model) is shared with the quantization
 and evaluation steps.
@@ -31,51 +32,44 @@ import onnx
 import onnxruntime as ort
 import torch
 import transformers
-from tokenizers import Tokenizer
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from . import cache
 from .data import Sources, build_data, read_jsonl
-from .paths import MODELS_DIR
+from reviewlens.ensemble import batching, interface, tokens
+from reviewlens.local.paths import MODELS_DIR
 from .train_classifier import classifier_checkpoint
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-INPUT_NAMES = ["input_ids", "attention_mask"]
 THREADS = 2
 CHECK_TEXTS = 48
 CHECK_BATCH_SIZE = 16
 MAX_ABS_DIFF = 1e-3
 MIN_COSINE = 0.9999
+TOKEN_NAMES = [tensor.name for tensor in interface.TOKENS]  # the graph's inputs are the served token tensors
+# The modules that tokenize and pad: a step that runs a model on tokenized texts depends on them.
+TOKEN_PATH = (tokens, batching)
 
 
 class TokenizedTexts:
-    """Texts tokenized as the serving tokenizer step does, in padded batches ready for ONNX Runtime.
+    """Texts tokenized and padded as the served tokenizer does (ensemble/tokens.py), in batches
+    ready for ONNX Runtime.
 
-    Reads tokenizer.json and serving.json from an exported model directory; texts longer than
-    max_length tokens are cut. Length-sorted batches waste the least padding; unsorted batches
-    mix lengths, which is what the export check wants.
+    Length-sorted batches waste the least padding; unsorted batches mix lengths, which is what the
+    export check wants.
     """
 
     def __init__(self, model_dir: Path, texts: list[str], batch_size: int = 32, length_sorted: bool = True):
-        settings = json.loads((model_dir / "serving.json").read_text())
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        tokenizer.enable_truncation(settings["max_length"])
-        tokenizer.no_padding()
-        token_ids = [encoding.ids for encoding in tokenizer.encode_batch(texts)]
-        order = np.argsort([len(ids) for ids in token_ids], kind="stable") if length_sorted else np.arange(len(texts))
+        tokenizer = tokens.ServingTokenizer(model_dir)
+        rows = tokenizer.rows(texts)
+        if length_sorted:
+            chunks = batching.length_sorted_chunks([len(row) for row in rows], batch_size)
+        else:
+            chunks = [np.arange(start, min(start + batch_size, len(rows))) for start in range(0, len(rows), batch_size)]
         self.count = len(texts)
-        self.batches = []
-        for start in range(0, len(texts), batch_size):
-            rows = order[start:start + batch_size]
-            width = max(len(token_ids[row]) for row in rows)
-            input_ids = np.full((len(rows), width), settings["pad_id"], dtype=np.int64)
-            attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-            for i, row in enumerate(rows):
-                input_ids[i, :len(token_ids[row])] = token_ids[row]
-                attention_mask[i, :len(token_ids[row])] = 1
-            self.batches.append((rows, {"input_ids": input_ids, "attention_mask": attention_mask}))
+        self.batches = [(chunk, tokenizer.pad([rows[i] for i in chunk])) for chunk in chunks]
 
     def run(self, session: ort.InferenceSession) -> np.ndarray:
         """Return the session's single output for every text, in the texts' order."""
@@ -112,10 +106,10 @@ def build_onnx(sources: Sources) -> dict[str, Path]:
     model_dirs = {
         "classifier": cache.run_step(
             "onnx-classifier", lambda out: export_classifier(checkpoint, out, check_texts(held_out)),
-            inputs=[checkpoint, held_out], sources=[this_module], params=versions),
+            inputs=[checkpoint, held_out], sources=[this_module, *TOKEN_PATH], params=versions),
         "embedder": cache.run_step(
             "onnx-embedder", lambda out: export_embedder(sources.embedder, out, check_texts(held_out)),
-            inputs=[sources.embedder, held_out], sources=[this_module], params=versions),
+            inputs=[sources.embedder, held_out], sources=[this_module, *TOKEN_PATH], params=versions),
     }
     for name, model_dir in model_dirs.items():
         cache.expose(model_dir, MODELS_DIR / name)
@@ -167,7 +161,7 @@ def export_classifier(checkpoint: Path, out_dir: Path, texts: list[str]) -> None
     labels = [config.id2label[i] for i in range(config.num_labels)]
     _write_serving_files(out_dir, tokenizer, max_length, n_labels=len(labels))
     (out_dir / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    _export(ClassifierGraph(model), tokenizer, "logits", out_dir / "model_fp32.onnx")
+    _export(ClassifierGraph(model), tokenizer, interface.LOGITS.name, out_dir / "model_fp32.onnx")
 
     with torch.inference_mode():
         expected = np.concatenate([
@@ -185,7 +179,7 @@ def export_embedder(st_dir: Path, out_dir: Path, texts: list[str]) -> None:
     model = AutoModel.from_pretrained(transformer_dir, attn_implementation="eager").eval()
     max_length = min(max_seq_length, model.config.max_position_embeddings)
     _write_serving_files(out_dir, tokenizer, max_length, dim=model.config.hidden_size)
-    _export(EmbedderGraph(model), tokenizer, "embedding", out_dir / "model_fp32.onnx")
+    _export(EmbedderGraph(model), tokenizer, interface.EMBEDDING.name, out_dir / "model_fp32.onnx")
 
     # The reference is sentence-transformers itself: this also checks the pooling and the tokenizer.
     from sentence_transformers import SentenceTransformer  # slow import, needed only here
@@ -234,11 +228,11 @@ def _export(graph: torch.nn.Module, tokenizer, output_name: str, path: Path) -> 
         warnings.filterwarnings("ignore", message="# The axis name")
         warnings.filterwarnings("ignore", category=FutureWarning)
         program = torch.onnx.export(
-            graph.eval(), (sample["input_ids"], sample["attention_mask"]), input_names=INPUT_NAMES,
-            dynamic_shapes={name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
+            graph.eval(), tuple(sample[name] for name in TOKEN_NAMES), input_names=TOKEN_NAMES,
+            dynamic_shapes={name: {0: "batch", 1: "sequence"} for name in TOKEN_NAMES},
             opset_version=OPSET, dynamo=True, verbose=False)
     # The exporter names values after the operators that made them, so an inner value may
-    # already be called "embedding" (the token lookup): rename such clashes before naming the output.
+    # already carry the output's name (the token lookup's "embedding"): rename clashes before naming the output.
     output = program.model.graph.outputs[0]
     for node in program.model.graph:
         for value in node.outputs:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from . import cache, data, export_onnx
 from .data import Sources, build_data
 from .export_onnx import TokenizedTexts, build_onnx, open_session
-from .paths import MODELS_DIR
+from reviewlens.local.paths import MODELS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def build_quantized(sources: Sources) -> dict[str, Path]:
         step_dir = cache.run_step(
             f"quantize-{kind}", lambda out, kind=kind, fp32_dir=fp32_dir: quantize_model(kind, fp32_dir, data_dir, out),
             inputs=[fp32_dir, data_dir / "train.jsonl"],
-            sources=[sys.modules[__name__], data, export_onnx],
+            sources=[sys.modules[__name__], data, export_onnx, *export_onnx.TOKEN_PATH],
             params={"onnx": onnx.__version__, "onnxruntime": ort.__version__})
         cache.expose(step_dir, MODELS_DIR / kind)
         quantized[kind] = step_dir

@@ -1,4 +1,5 @@
-"""Re-padding of ragged token batches, shared by the ONNX-running models.
+"""Padding of token rows: pad_chunk for the tokenizer (ensemble/tokens.py), re-padding of ragged
+batches for the ONNX-running models.
 
 Triton's dynamic batcher hands a Python-backend model a list of requests, each padded only to
 its own longest text (the inputs allow ragged batching). Padding every row to the longest row of
@@ -6,17 +7,9 @@ the whole batch wastes compute on short reviews, so the rows are sorted by real 
 chunks that are each padded to their own longest row (see perf/padding_strategies.py for the
 measurement that chose this).
 """
+from collections.abc import Sequence
+
 import numpy as np
-
-
-def bucket_width(longest: int, buckets: tuple[int, ...], max_length: int) -> int:
-    """The width a request whose longest row has `longest` tokens is padded to: the first bucket that
-    holds it, capped at `max_length` (no row is longer: the tokenizer truncates there).
-
-    Used on the GPU profile, where a TensorRT plan takes no ragged input and Triton batches only
-    requests of equal shape: a few fixed widths let requests batch while wasting little compute.
-    """
-    return min(next((b for b in sorted(buckets) if b >= longest), max_length), max_length)
 
 
 def unpad_rows(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
@@ -34,7 +27,7 @@ def length_sorted_chunks(lengths: list[int], rows_per_chunk: int) -> list[np.nda
     return [order[i:i + rows_per_chunk] for i in range(0, len(order), rows_per_chunk)]
 
 
-def pad_chunk(rows: list[np.ndarray], pad_id: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def pad_chunk(rows: Sequence[Sequence[int]], pad_id: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pad token rows to `width`, by default the chunk's longest row: (input_ids, attention_mask), int64."""
     width = width or max(len(r) for r in rows)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
