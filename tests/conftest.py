@@ -2,14 +2,14 @@
 import pytest
 import tritonclient.grpc as grpcclient
 
+from reviewlens.build_engines import artifacts
 from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY
 from reviewlens.client.sync import SyncClient
 from reviewlens.local.redis_server import RedisServer
 from reviewlens.local.sample_data import held_out_reviews
 from reviewlens.local.tritonserver import TritonServer, free_port
 
-BUILT_FILES = ["classifier/1/model.onnx", "encoder/1/model.onnx", "sentiment_tokenizer/1/tokenizer.json",
-               "embed_tokenizer/1/tokenizer.json", "sentiment_postprocess/1/labels.json", "generator/1/model.gguf"]
+BUILT_FILES = [artifact.served_path for artifact in artifacts.served("cpu")]
 
 
 @pytest.fixture(scope="session")

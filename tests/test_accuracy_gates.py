@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from reviewlens.build_engines.paths import MODEL_REPOSITORY, MODELS_DIR, REPORTS_DIR
+from reviewlens.local.paths import MODEL_REPOSITORY, MODELS_DIR, REPORTS_DIR
+from reviewlens.build_engines import artifacts
 from reviewlens.build_engines.cache import file_sha256
 
 
@@ -36,7 +37,9 @@ def test_every_int8_artifact_is_measured(report, model):
         assert ("accuracy" in measured) if model == "classifier" else ("cosine_min" in measured)
 
 
-@pytest.mark.parametrize("model,folder", [("classifier", "classifier"), ("embedder", "encoder")])
-def test_triton_serves_the_artifact_the_report_chose(report, model, folder):
+@pytest.mark.parametrize("artifact", [a for a in artifacts.served("cpu") if a.file.endswith(".onnx")],
+                         ids=lambda artifact: artifact.model)
+def test_triton_serves_the_artifact_the_report_chose(report, artifact):
+    model = artifact.exported
     chosen = MODELS_DIR / model / report[model][report[model]["served"]]["file"]
-    assert file_sha256(MODEL_REPOSITORY / folder / "1" / "model.onnx") == file_sha256(chosen)
+    assert file_sha256(MODEL_REPOSITORY / artifact.served_path) == file_sha256(chosen)
