@@ -24,7 +24,7 @@ SERVE_SETUP_STAMP := $(SERVE_VENV)/.setup-$(SETUP_KEY)
 APT_PACKAGES := redis-server libb64-0d
 
 .PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf clean \
-        render-configs onnx-fp16 engines-gpu engine-classifier-gpu engine-embedder-gpu trtllm-engine image-gpu serve-gpu
+        gpu-configs onnx-fp16 engines-gpu engine-classifier-gpu engine-embedder-gpu trtllm-engine image-gpu serve-gpu
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9 -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -89,22 +89,22 @@ perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/resu
 	$(PY) perf/bench_generator.py
 	$(PY) perf/bench_analysis.py
 
-# GPU profile (README.md, "GPU profile"). The configs of both profiles come from
-# build_engines/model_configs.py; the engine targets need an NVIDIA GPU with TensorRT / TensorRT-LLM
+# GPU profile (README.md, "GPU profile"). Its configs are derived from model_repository/*/config.pbtxt
+# by build_engines/gpu/model_configs.py; the engine targets need an NVIDIA GPU with TensorRT / TensorRT-LLM
 # (the Dockerfile.triton image has them) and stop with a one-line error elsewhere.
-render-configs: setup  ## rewrite model_repository/*/config.pbtxt from build_engines/model_configs.py
-	$(PY) -m reviewlens.build_engines.model_configs cpu
+gpu-configs: setup  ## write the GPU profile's configs, derived from the CPU ones, to build/model_repository_gpu/ (to read; no GPU needed)
+	$(PY) -m reviewlens.build_engines.gpu.model_configs
 
 onnx-fp16: build  ## FP16 ONNX of the classifier and the embedder (CPU), the input of the TensorRT FP16 engines
-	$(PY) -m reviewlens.build_engines.fp16
+	$(PY) -m reviewlens.build_engines.gpu.fp16
 
 engines-gpu: engine-classifier-gpu engine-embedder-gpu trtllm-engine  ## every GPU engine (NVIDIA GPU)
 
 engine-classifier-gpu engine-embedder-gpu: onnx-fp16  ## one model's TensorRT plans, FP16 and INT8 (NVIDIA GPU)
-	$(PY) -m reviewlens.build_engines.tensorrt_engines --model $(patsubst engine-%-gpu,%,$@) --precision fp16 int8
+	$(PY) -m reviewlens.build_engines.gpu.tensorrt_engines --model $(patsubst engine-%-gpu,%,$@) --precision fp16 int8
 
 trtllm-engine:  ## the generator's TensorRT-LLM engine from GENERATOR_CHECKPOINT (NVIDIA GPU, tensorrt-llm 1.2.1)
-	$(PY) -m reviewlens.build_engines.trtllm_engine --checkpoint $(GENERATOR_CHECKPOINT)
+	$(PY) -m reviewlens.build_engines.gpu.trtllm_engine --checkpoint $(GENERATOR_CHECKPOINT)
 
 image-gpu: onnx-fp16  ## the GPU deployment image (docker build -f Dockerfile.triton)
 	docker build -f Dockerfile.triton -t $(GPU_IMAGE) .

@@ -10,29 +10,37 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
-from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
-from reviewlens.build_engines import model_configs
-from reviewlens.build_engines.paths import BUILD_DIR, MODEL_REPOSITORY, MODELS_DIR, REPO_ROOT, REPORTS_DIR
-from reviewlens.build_engines.tensorrt_engines import SERVED_PRECISION, engine_profile, source_onnx
-from reviewlens.ensemble.batching import bucket_width
+from reviewlens.build_engines import artifacts
+from reviewlens.build_engines.gpu import model_configs
+from reviewlens.build_engines.gpu.tensorrt_engines import (ENGINE_SOURCES, SERVED_PRECISION, engine_profile,
+                                                           source_onnx)
+from reviewlens.ensemble import interface
+from reviewlens.ensemble.tokens import ServingTokenizer
+from reviewlens.local.paths import BUILD_DIR, MODELS_DIR, REPO_ROOT, REPORTS_DIR
 
 
-def parse(text: str) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
+def written_gpu_configs() -> dict[str, model_config_pb2.ModelConfig]:
+    """The GPU configs as model_configs.write() writes them, parsed back from their text."""
+    with tempfile.TemporaryDirectory() as root:
+        model_configs.write(Path(root))
+        return {path.parent.name: text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+                for path in Path(root).glob("*/config.pbtxt")}
 
 
-CPU = {name: parse(text) for name, text in model_configs.repository("cpu").items()}
-GPU = {name: parse(text) for name, text in model_configs.repository("gpu").items()}
+CPU = model_configs.cpu_configs()
+GPU = written_gpu_configs()
 # Token models of both profiles: (tokenizer, token model, exported model directory in build/models).
-TOKEN_MODELS = [("sentiment_tokenizer", "classifier", "classifier"), ("embed_tokenizer", "encoder", "embedder")]
+TOKEN_MODELS = [(interface.SENTIMENT_TOKENIZER.name, interface.CLASSIFIER.name, "classifier"),
+                (interface.EMBED_TOKENIZER.name, interface.ENCODER.name, "embedder")]
 # tensorrtllm_backend's models are rendered from the installed release's templates in the image, not
 # here: the generator ensemble may only use tensors they have (as in TensorRT-LLM's
 # triton_backend/all_models/inflight_batcher_llm/*/config.pbtxt).
@@ -57,19 +65,10 @@ TRTLLM_TENSORS = {
 }
 
 
-def interface(config: model_config_pb2.ModelConfig) -> tuple[list, list]:
+def client_view(config: model_config_pb2.ModelConfig) -> tuple[list, list]:
     """What a client sees of a model: input and output names, types, dims, optional flags."""
     return ([(t.name, t.data_type, list(t.dims), t.optional) for t in config.input],
             [(t.name, t.data_type, list(t.dims)) for t in config.output])
-
-
-def test_the_committed_cpu_configs_are_exactly_what_model_configs_renders():
-    committed = {p.parent.name for p in MODEL_REPOSITORY.glob("*/config.pbtxt")}
-    assert committed == set(CPU)
-    for name, text in model_configs.repository("cpu").items():
-        assert (MODEL_REPOSITORY / name / "config.pbtxt").read_text() == text, \
-            f"model_repository/{name}/config.pbtxt was edited by hand: change build_engines/model_configs.py " \
-            "and run `make render-configs`"
 
 
 @pytest.mark.parametrize("name", sorted(GPU))
@@ -77,16 +76,18 @@ def test_every_gpu_config_parses_with_tritons_protobuf_and_names_its_model(name)
     assert GPU[name].name == name
 
 
-@pytest.mark.parametrize("model", ["sentiment", "embed", "generator"])
+@pytest.mark.parametrize("model", [model.name for model in interface.SERVED])
 def test_the_gpu_profile_exposes_the_cpu_interface(model):
-    assert interface(GPU[model]) == interface(CPU[model])
+    assert client_view(GPU[model]) == client_view(CPU[model])
 
 
 def test_the_gpu_generator_tells_clients_its_chat_template_as_the_cpu_one_does():
-    assert GPU["generator"].parameters["chat_template"] == CPU["generator"].parameters["chat_template"]
+    template = interface.CHAT_TEMPLATE_PARAMETER
+    assert GPU[interface.GENERATOR.name].parameters[template] == CPU[interface.GENERATOR.name].parameters[template]
 
 
-@pytest.mark.parametrize("name", ["sentiment_tokenizer", "embed_tokenizer", "sentiment_postprocess"])
+@pytest.mark.parametrize("name", [m.name for m in (interface.SENTIMENT_TOKENIZER, interface.EMBED_TOKENIZER,
+                                                   interface.SENTIMENT_POSTPROCESS)])
 def test_pre_and_postprocessing_are_the_cpu_models_except_the_padding_buckets(name):
     gpu = copy.deepcopy(GPU[name])
     if "tokenizer" in name:
@@ -103,7 +104,7 @@ def test_token_models_are_tensorrt_plans_on_gpu_instances_with_the_cpu_tensors(t
     assert not any(i.allow_ragged_batch for i in plan.input)  # a plan takes padded rows only
     cpu = CPU[model]
     assert [(i.name, i.data_type, list(i.dims)) for i in plan.input] == [(i.name, i.data_type, list(i.dims)) for i in cpu.input]
-    assert interface(plan)[1] == interface(cpu)[1]
+    assert client_view(plan)[1] == client_view(cpu)[1]
 
 
 def test_gpu_ensembles_only_wire_tensors_their_steps_have():
@@ -135,19 +136,19 @@ def test_trtllm_template_values_fill_every_placeholder_a_config_field_needs():
     assert tensorrt_llm["guided_decoding_backend"] == "xgrammar"
     assert tensorrt_llm["exclude_input_in_output"] == "true"  # the CPU generator never repeats the prompt
     for model_values in values.values():  # placeholders in max_batch_size and the queue policy must be filled
-        assert int(model_values["triton_max_batch_size"]) == GPU["generator"].max_batch_size
+        assert int(model_values["triton_max_batch_size"]) == GPU[interface.GENERATOR.name].max_batch_size
 
 
 @pytest.mark.parametrize("tokenizer,model,exported", TOKEN_MODELS)
 def test_the_engine_profile_covers_every_shape_the_tokenizer_emits(tokenizer, model, exported):
-    max_length = json.loads((MODELS_DIR / exported / "serving.json").read_text())["max_length"]
-    buckets = tuple(int(b) for b in GPU[tokenizer].parameters["length_buckets"].string_value.split(","))
+    gpu_tokenizer = bucketed_tokenizer(tokenizer, exported)
+    max_length, buckets = gpu_tokenizer.max_length, gpu_tokenizer.length_buckets
     profile = engine_profile(max_length)
     plan = GPU[model]
     assert plan.max_batch_size <= profile.max[0] and GPU[tokenizer].max_batch_size <= profile.max[0]
     widths = set()
     for longest in range(1, max_length + 1):  # the tokenizer truncates at max_length
-        width = bucket_width(longest, buckets, max_length)
+        width = gpu_tokenizer.width(longest)
         assert longest <= width <= max_length
         widths.add(width)
     for width in widths:
@@ -173,16 +174,17 @@ def test_the_qdq_onnx_tensorrt_builds_from_meets_the_serving_gate(kind):
     assert SERVED_PRECISION == "int8" and gate(kind, metrics)["passed"], (metrics, gate(kind, metrics))
 
 
-def review_tokens(exported: str, count: int) -> tuple[list[list[int]], dict]:
-    """Token rows of real held-out reviews, short to long, as the serving tokenizer makes them; and serving.json."""
-    settings = json.loads((MODELS_DIR / exported / "serving.json").read_text())
-    tokenizer = Tokenizer.from_file(str(MODELS_DIR / exported / "tokenizer.json"))
-    tokenizer.enable_truncation(settings["max_length"])
-    tokenizer.no_padding()  # rows keep their own lengths until padded
+def bucketed_tokenizer(tokenizer: str, exported: str) -> ServingTokenizer:
+    """The served tokenizer code with the GPU config's length buckets."""
+    buckets = GPU[tokenizer].parameters["length_buckets"].string_value.split(",")
+    return ServingTokenizer(MODELS_DIR / exported, tuple(map(int, buckets)))
+
+
+def review_tokens(exported: str, count: int) -> list[list[int]]:
+    """Token rows of real held-out reviews, short to long, as the serving tokenizer makes them."""
     with open(BUILD_DIR / "data" / "test.jsonl") as lines:
         texts = [json.loads(line)["text"] for line in lines]
-    texts = sorted(texts[:count * 4], key=len)[::4][:count]
-    return [e.ids for e in tokenizer.encode_batch(texts)], settings
+    return ServingTokenizer(MODELS_DIR / exported).rows(sorted(texts[:count * 4], key=len)[::4][:count])
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -191,28 +193,19 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_padded(model: ort.InferenceSession, rows: list[list[int]], width: int, pad_id: int) -> np.ndarray:
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)], mask[i, :len(row)] = row, 1
-    return model.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-
-
 @pytest.mark.parametrize("tokenizer,model,exported", TOKEN_MODELS)
 def test_bucket_padding_leaves_the_qdq_onnx_outputs_unchanged(tokenizer, model, exported):
-    rows, settings = review_tokens(exported, 12)
+    rows = review_tokens(exported, 12)
     assert len({len(r) for r in rows}) > 3  # the rows really are padded by different amounts
-    buckets = tuple(int(b) for b in GPU[tokenizer].parameters["length_buckets"].string_value.split(","))
+    per_request, bucketed = ServingTokenizer(MODELS_DIR / exported), bucketed_tokenizer(tokenizer, exported)
     qdq = session(source_onnx(exported, "int8"))
-    alone = np.concatenate([run_padded(qdq, [row], len(row), settings["pad_id"]) for row in rows])
-    bucketed = run_padded(qdq, rows, bucket_width(max(map(len, rows)), buckets, settings["max_length"]), settings["pad_id"])
-    np.testing.assert_allclose(bucketed, alone, atol=1e-5, rtol=1e-5)
+    alone = np.concatenate([qdq.run(None, per_request.pad([row]))[0] for row in rows])
+    np.testing.assert_allclose(qdq.run(None, bucketed.pad(rows))[0], alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("exported", ["classifier", "embedder"])
 def test_the_fp16_onnx_keeps_the_interface_and_the_fp32_outputs(exported):
-    from reviewlens.build_engines.fp16 import build_fp16
+    from reviewlens.build_engines.gpu.fp16 import build_fp16
 
     path = build_fp16(exported)  # the cached build step `make onnx-fp16` runs
     assert path == source_onnx(exported, "fp16")  # the file the FP16 engine is built from
@@ -223,9 +216,8 @@ def test_the_fp16_onnx_keeps_the_interface_and_the_fp32_outputs(exported):
         return [(t.name, t.type) for t in model.get_inputs()], [(t.name, t.type) for t in model.get_outputs()]
 
     assert signature(fp16) == signature(fp32)  # one Triton config serves the FP16 and the INT8 plan
-    rows, settings = review_tokens(exported, 32)
-    width = max(map(len, rows))
-    half, full = (run_padded(m, rows, width, settings["pad_id"]) for m in (fp16, fp32))
+    tokens = ServingTokenizer(MODELS_DIR / exported).pad(review_tokens(exported, 32))
+    half, full = (m.run(None, tokens)[0] for m in (fp16, fp32))
     assert not np.array_equal(half, full)  # it really computes in FP16
     if exported == "embedder":
         cosine = (half * full).sum(1) / (np.linalg.norm(half, axis=1) * np.linalg.norm(full, axis=1))
@@ -234,7 +226,7 @@ def test_the_fp16_onnx_keeps_the_interface_and_the_fp32_outputs(exported):
         assert (half.argmax(1) == full.argmax(1)).all() and np.abs(half - full).max() < 0.05
 
 
-@pytest.mark.parametrize("module", ["tensorrt_engines", "trtllm_engine", "gpu_repository"])
+@pytest.mark.parametrize("module", ["gpu.tensorrt_engines", "gpu.trtllm_engine", "gpu.repository"])
 def test_gpu_only_scripts_stop_here_with_a_one_line_explanation(module):
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA driver")
@@ -250,14 +242,14 @@ def test_the_image_entrypoint_stops_before_tritonserver_without_a_gpu():
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA driver")
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    result = subprocess.run(["bash", str(REPO_ROOT / "build_engines" / "gpu_entrypoint.sh")],
+    result = subprocess.run(["bash", str(REPO_ROOT / "build_engines" / "gpu" / "entrypoint.sh")],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: "), result.stderr
 
 
 def test_fill_template_fills_named_placeholders_and_leaves_the_others_to_the_backend():
-    from reviewlens.build_engines.gpu_repository import fill_template
+    from reviewlens.build_engines.gpu.repository import fill_template
 
     template = 'max_batch_size: ${triton_max_batch_size}\nparameters: { key: "x" value: { string_value: "${x}" } }'
     assert fill_template(template, {"triton_max_batch_size": "64"}) == \
@@ -284,10 +276,10 @@ def test_the_image_copies_files_that_exist_and_are_not_docker_ignored():
     copies = [args.split()[:-1] for instruction, args in dockerfile_instructions() if instruction == "COPY"]
     for source in (s for sources in copies for s in sources):
         assert (REPO_ROOT / source).exists(), f"Dockerfile.triton copies {source}, which is missing"
-    needed = [f"build/models/{m}/{f}" for m in ("classifier", "embedder")
-              for f in ("model_fp16.onnx", "model_qdq.onnx", "tokenizer.json", "serving.json")]
-    needed += ["build/models/classifier/labels.json", "build/reports/accuracy.json",
-               "model_repository/sentiment_tokenizer/1/model.py", "build_engines/gpu_entrypoint.sh"]
+    needed = [str(artifact.source_path(variant).relative_to(REPO_ROOT))  # the engine inputs and copied files
+              for artifact in artifacts.served("gpu") for variant in ENGINE_SOURCES.values()]
+    needed += ["build/reports/accuracy.json", "model_repository/sentiment_tokenizer/1/model.py",
+               "build_engines/gpu/entrypoint.sh"]
     assert not [path for path in needed if is_ignored(path)]
     assert all(is_ignored(path) for path in ("build/models/generator/model.gguf", "build/models/embedder/model_fp32.onnx",
                                              "model_repository/encoder/1/model.onnx", ".venv"))

@@ -1,9 +1,13 @@
-"""The model repository parses with Triton's own model-config protobuf and is wired consistently."""
+"""The model repository parses with Triton's own model-config protobuf, serves the interface of
+ensemble/interface.py and is wired consistently.
+
+The configs are written by hand: these tests are what keeps them and interface.py together."""
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from reviewlens.build_engines.paths import MODEL_REPOSITORY
+from reviewlens.ensemble import interface
+from reviewlens.local.paths import MODEL_REPOSITORY
 
 CONFIG_PATHS = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt"))
 
@@ -19,6 +23,38 @@ def configs() -> dict[str, model_config_pb2.ModelConfig]:
 @pytest.mark.parametrize("path", CONFIG_PATHS, ids=lambda p: p.parent.name)
 def test_config_parses_and_names_its_folder(path):
     assert load(path).name == path.parent.name
+
+
+def served_tensors(tensors) -> list[interface.Tensor]:
+    """A config's inputs or outputs as interface.py writes them (BYTES for TYPE_STRING, dims without the batch)."""
+    return [interface.Tensor(t.name, model_config_pb2.DataType.Name(t.data_type).removeprefix("TYPE_")
+                             .replace("STRING", "BYTES"), tuple(t.dims), getattr(t, "optional", False))
+            for t in tensors]
+
+
+def test_the_repository_holds_the_models_of_interface_py():
+    assert set(configs()) == {model.name for model in interface.CPU_MODELS}
+
+
+@pytest.mark.parametrize("model", interface.CPU_MODELS, ids=lambda model: model.name)
+def test_each_config_has_the_tensors_interface_py_defines(model):
+    config = configs()[model.name]
+    assert served_tensors(config.input) == list(model.inputs)
+    assert served_tensors(config.output) == list(model.outputs)
+
+
+def test_text_models_take_up_to_max_batch_size_texts_per_request():
+    text_models = [m for m in configs().values() if m.name != interface.GENERATOR.name]
+    assert {m.max_batch_size for m in text_models} == {interface.MAX_BATCH_SIZE}
+
+
+def test_ensemble_steps_read_tensors_that_exist_and_make_every_output():
+    for ensemble in (m for m in configs().values() if m.platform == "ensemble"):
+        available = {i.name for i in ensemble.input}
+        for step in ensemble.ensemble_scheduling.step:
+            assert set(step.input_map.values()) <= available, f"{step.model_name} reads a tensor no earlier step makes"
+            available |= set(step.output_map.values())
+        assert {o.name for o in ensemble.output} <= available, ensemble.name
 
 
 def test_ensemble_steps_match_the_composing_models_tensors():

@@ -1,6 +1,6 @@
 """TensorRT engines for the classifier and the embedder (GPU only), from the ONNX the CPU build made.
 
-    python -m reviewlens.build_engines.tensorrt_engines [--model classifier embedder] [--precision fp16 int8]
+    python -m reviewlens.build_engines.gpu.tensorrt_engines [--model classifier embedder] [--precision fp16 int8]
         [--models-dir build/models] [--engines build/engines]
 
 TensorRT 11 has no FP16/INT8 builder flags or calibrators any more (10.x deprecated them): the
@@ -12,7 +12,7 @@ layer in the type the graph gives it.
         serving gate, the most sensitive ones left FP32 (quantize.py; measured in build/reports/accuracy.json).
 
 One optimisation profile per engine covers every shape the GPU tokenizer emits: rows 1..MAX_BATCH_SIZE
-(the model configs' max_batch_size), tokens 1..max_length (serving.json). Engines are specific to the
+(interface.py, the configs' max_batch_size), tokens 1..max_length (serving.json). Engines are specific to the
 GPU model and the TensorRT version, so each lives in
     ENGINES/<gpu>-sm<cc>/tensorrt-<version>/<model>-<precision>-<ONNX sha256[:16]>/model.plan
 with engine.json beside it (TensorRT version, GPU name, compute capability, precision, source ONNX
@@ -28,19 +28,21 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .gpu import Gpu, require_gpu, require_module
-from .model_configs import MAX_BATCH_SIZE
-from .paths import BUILD_DIR, MODELS_DIR
+from .preflight import Gpu, require_gpu, require_module
+from reviewlens.build_engines import artifacts
+from reviewlens.ensemble.interface import MAX_BATCH_SIZE, TOKENS
+from reviewlens.local.paths import BUILD_DIR, MODELS_DIR
 
 log = logging.getLogger(__name__)
 
-MODELS = ("classifier", "embedder")
-PRECISIONS = ("fp16", "int8")
+MODELS = tuple(a.exported for a in artifacts.served("gpu") if a.file == artifacts.PLAN)  # classifier, embedder
+# Precision -> the {variant} of the ONNX its engine is built from (artifacts.py).
+ENGINE_SOURCES = {"fp16": "fp16", "int8": "qdq"}
+PRECISIONS = tuple(ENGINE_SOURCES)
 # What the GPU profile serves: the Q/DQ INT8 ONNX passes the serving gates on the CPU (build/reports/
 # accuracy.json; tests/test_gpu_profile.py fails if it stops doing so). Override with GPU_PRECISION.
 SERVED_PRECISION = os.environ.get("GPU_PRECISION", "int8")
 ENGINES_DIR = Path(os.environ.get("REVIEWLENS_ENGINES", BUILD_DIR / "engines"))
-TOKEN_INPUTS = ("input_ids", "attention_mask")
 OPT_ROWS, OPT_TOKENS = 32, 128  # the shape TensorRT tunes for: a client batch of 32 short reviews
 
 
@@ -63,7 +65,7 @@ def engine_profile(max_length: int) -> Profile:
 
 def source_onnx(model: str, precision: str, models_dir: Path = MODELS_DIR) -> Path:
     """The ONNX an engine is built from: model_fp16.onnx or model_qdq.onnx, both made on the CPU."""
-    return models_dir / model / f"model_{'qdq' if precision == 'int8' else 'fp16'}.onnx"
+    return artifacts.plan(model).source_path(ENGINE_SOURCES[precision], models_dir)
 
 
 def engine_dir(engines: Path, gpu: Gpu, tensorrt_version: str, model: str, precision: str, onnx_sha256: str) -> Path:
@@ -86,8 +88,8 @@ def build_plan(onnx_path: Path, plan_path: Path, profile: Profile) -> None:
         sys.exit(f"error: TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     shapes = builder.create_optimization_profile()
-    for name in TOKEN_INPUTS:
-        shapes.set_shape(name, profile.min, profile.opt, profile.max)
+    for tensor in TOKENS:
+        shapes.set_shape(tensor.name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(shapes)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -99,7 +101,7 @@ def build_plan(onnx_path: Path, plan_path: Path, profile: Profile) -> None:
 
 def build_engine(model: str, precision: str, gpu: Gpu, tensorrt_version: str,
                  models_dir: Path = MODELS_DIR, engines: Path = ENGINES_DIR) -> Path:
-    """Return the directory holding model.plan and engine.json for one model and precision, building if needed."""
+    """Return the directory holding the plan and engine.json for one model and precision, building if needed."""
     onnx_path = source_onnx(model, precision, models_dir)
     serving_path = models_dir / model / "serving.json"
     for path in (onnx_path, serving_path):
@@ -116,11 +118,11 @@ def build_engine(model: str, precision: str, gpu: Gpu, tensorrt_version: str,
     profile = engine_profile(int(json.loads(serving_path.read_text())["max_length"]))
     started = time.monotonic()
     log.info("%s %s: building from %s on %s (TensorRT %s)", model, precision, onnx_path.name, gpu.name, tensorrt_version)
-    build_plan(onnx_path, target / "model.plan", profile)
+    build_plan(onnx_path, target / artifacts.PLAN, profile)
     record = {"model": model, "precision": precision, "tensorrt": tensorrt_version, "gpu": gpu.name,
               "compute_capability": gpu.compute_capability, "onnx": str(onnx_path),
               "onnx_sha256": onnx_sha256, "strongly_typed": True,
-              "profile": {name: asdict(profile) for name in TOKEN_INPUTS},
+              "profile": {tensor.name: asdict(profile) for tensor in TOKENS},
               "build_seconds": round(time.monotonic() - started)}
     (target / "engine.json").write_text(json.dumps(record, indent=1))  # written last: marks the engine complete
     log.info("%s %s: built in %.0f s -> %s", model, precision, record["build_seconds"], target)
@@ -128,7 +130,7 @@ def build_engine(model: str, precision: str, gpu: Gpu, tensorrt_version: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reviewlens.build_engines.tensorrt_engines", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m reviewlens.build_engines.gpu.tensorrt_engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=[SERVED_PRECISION])

@@ -8,6 +8,6 @@
 set -euo pipefail
 
 repository="${GPU_MODEL_REPOSITORY:-/tmp/model_repository}"
-python3 -m reviewlens.build_engines.gpu_repository --output "$repository"
+python3 -m reviewlens.build_engines.gpu.repository --output "$repository"
 exec tritonserver --model-repository="$repository" \
   --cache-config=local,size="${RESPONSE_CACHE_BYTES:-268435456}" "$@"

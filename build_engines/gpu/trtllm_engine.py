@@ -1,6 +1,6 @@
 """The generator's TensorRT-LLM engine (GPU only): Hugging Face checkpoint -> TensorRT-LLM checkpoint -> engine.
 
-    python -m reviewlens.build_engines.trtllm_engine --checkpoint /models/generator \
+    python -m reviewlens.build_engines.gpu.trtllm_engine --checkpoint /models/generator \
         [--trtllm-source /opt/tensorrt_llm] [--engines build/engines] [--dtype auto]
 
 The checkpoint is a local Hugging Face directory (the seeds: Qwen/Qwen2.5-7B-Instruct, a ChatML
@@ -28,8 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from .gpu import require_gpu, require_package
-from .model_configs import GPU_GENERATOR_MAX_BATCH_SIZE
+from .preflight import require_gpu, require_package
 from .tensorrt_engines import ENGINES_DIR
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,9 @@ TRTLLM_SOURCE = Path(os.environ.get("TRTLLM_SOURCE", "/opt/tensorrt_llm"))
 DEFAULT_CHECKPOINT = Path(os.environ.get("GENERATOR_CHECKPOINT", "/models/generator"))
 CONVERT_SCRIPT = "examples/models/core/qwen/convert_checkpoint.py"
 XGRAMMAR_SCRIPT = "examples/generate_xgrammar_tokenizer_info.py"
+XGRAMMAR_TOKENIZER_INFO = "xgrammar_tokenizer_info.json"  # what XGRAMMAR_SCRIPT writes beside the engine
 GENERATOR_DTYPES = ("auto", "float16", "bfloat16")
+MAX_BATCH_SIZE = 64   # sequences in flight (in-flight batching): the GPU generator's max_batch_size
 MAX_SEQ_LEN = 8192    # prompt + output tokens per sequence, as the CPU generator's context
 MAX_INPUT_LEN = 6144  # prompt tokens; the client's token budget keeps prompts well below
 MAX_NUM_TOKENS = 8192  # tokens per engine step across the batch (context is chunked beyond)
@@ -57,7 +58,7 @@ def trtllm_build_command(checkpoint_dir: Path, output_dir: Path) -> list[str]:
     return ["trtllm-build", "--checkpoint_dir", str(checkpoint_dir), "--output_dir", str(output_dir),
             "--gemm_plugin", "auto", "--kv_cache_type", "paged", "--use_paged_context_fmha", "enable",
             "--remove_input_padding", "enable", "--context_fmha", "enable",
-            "--max_batch_size", str(GPU_GENERATOR_MAX_BATCH_SIZE), "--max_input_len", str(MAX_INPUT_LEN),
+            "--max_batch_size", str(MAX_BATCH_SIZE), "--max_input_len", str(MAX_INPUT_LEN),
             "--max_seq_len", str(MAX_SEQ_LEN), "--max_num_tokens", str(MAX_NUM_TOKENS)]
 
 
@@ -98,7 +99,7 @@ def build_generator_engine(checkpoint: Path, source: Path, engines: Path, dtype:
     shutil.rmtree(converted)  # as large as the weights, and only trtllm-build reads it
     record = {"tensorrt_llm": version, "gpu": gpu.name, "compute_capability": gpu.compute_capability,
               "checkpoint": str(checkpoint), "checkpoint_key": checkpoint_key(checkpoint), "dtype": dtype,
-              "max_batch_size": GPU_GENERATOR_MAX_BATCH_SIZE, "max_input_len": MAX_INPUT_LEN,
+              "max_batch_size": MAX_BATCH_SIZE, "max_input_len": MAX_INPUT_LEN,
               "max_seq_len": MAX_SEQ_LEN, "max_num_tokens": MAX_NUM_TOKENS, "paged_context_fmha": True,
               "build_seconds": round(time.monotonic() - started)}
     (target / "engine.json").write_text(json.dumps(record, indent=1))  # written last: marks the engine complete
@@ -107,7 +108,7 @@ def build_generator_engine(checkpoint: Path, source: Path, engines: Path, dtype:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reviewlens.build_engines.trtllm_engine", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m reviewlens.build_engines.gpu.trtllm_engine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="local Hugging Face checkpoint directory (default: $GENERATOR_CHECKPOINT or /models/generator)")

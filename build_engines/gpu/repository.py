@@ -1,16 +1,17 @@
 """Assemble the GPU profile's Triton model repository, building the engines it lacks (GPU only).
 
-    python -m reviewlens.build_engines.gpu_repository [--output build/model_repository_gpu]
+    python -m reviewlens.build_engines.gpu.repository [--output build/model_repository_gpu]
         [--checkpoint /models/generator] [--trtllm-source /opt/tensorrt_llm] [--engines build/engines]
         [--precision int8|fp16]
 
 The image's entrypoint runs this before tritonserver. The repository gets:
-- the configs model_configs.repository("gpu") renders (the same tokenizer, postprocess and ensemble
-  definitions as the CPU repository; TensorRT plans in place of the ONNX Runtime steps; `generator`
-  as an ensemble over TensorRT-LLM);
-- the tokenizer / postprocess model.py files of model_repository/ (the same code), and the CPU
-  build's tokenizer.json, serving.json and labels.json (build/models/);
-- the classifier's and the embedder's TensorRT plans (tensorrt_engines.py; built for this GPU if missing);
+- the configs model_configs.py derives from the CPU repository's (TensorRT plans in place of the
+  ONNX Runtime steps, `generator` as an ensemble over TensorRT-LLM, the rest as on the CPU);
+- the model.py files of the CPU repository's Python models that the GPU keeps (the same code) and
+  generator_options' own;
+- the GPU rows of the artifact table (artifacts.py): the CPU build's tokenizer.json, serving.json
+  and labels.json, and the classifier's and the embedder's TensorRT plans (tensorrt_engines.py;
+  built for this GPU if missing);
 - tensorrtllm_backend's preprocessing, tensorrt_llm and postprocessing, from the templates of the
   installed TensorRT-LLM release, filled with model_configs.trtllm_template_values, and the
   generator's engine (trtllm_engine.py; built if missing).
@@ -25,23 +26,16 @@ import sys
 from pathlib import Path
 
 from . import model_configs
-from .cache import link_file
-from .gpu import require_gpu, require_module
-from .paths import BUILD_DIR, MODEL_REPOSITORY, MODELS_DIR
+from .preflight import require_gpu, require_module
 from .tensorrt_engines import ENGINES_DIR, PRECISIONS, SERVED_PRECISION, build_engine
 from .trtllm_engine import DEFAULT_CHECKPOINT, GENERATOR_DTYPES, TRTLLM_SOURCE, build_generator_engine
+from reviewlens.build_engines import artifacts
+from reviewlens.build_engines.cache import link_file
+from reviewlens.local.paths import MODEL_REPOSITORY, MODELS_DIR
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = "triton_backend/all_models/inflight_batcher_llm"
-# Our Python models whose code is the CPU profile's (1/model.py imports it from reviewlens.ensemble).
-SHARED_PYTHON_MODELS = ("sentiment_tokenizer", "embed_tokenizer", "sentiment_postprocess")
-BUILT_FILES = {  # model -> (exported model directory, files)
-    "sentiment_tokenizer": ("classifier", ("tokenizer.json", "serving.json")),
-    "embed_tokenizer": ("embedder", ("tokenizer.json", "serving.json")),
-    "sentiment_postprocess": ("classifier", ("labels.json",)),
-}
-PLANS = {"classifier": "classifier", "encoder": "embedder"}  # Triton model -> exported model
 
 
 def fill_template(text: str, values: dict[str, str]) -> str:
@@ -55,21 +49,20 @@ def assemble(output: Path, checkpoint: Path, source: Path, engines: Path, precis
     gpu = require_gpu("the GPU model repository")
     tensorrt_version = require_module("tensorrt", "the GPU model repository", "use the Dockerfile.triton image").__version__
     generator_engine = build_generator_engine(checkpoint, source, engines, generator_dtype)
-    plans = {name: build_engine(model, precision, gpu, tensorrt_version, models_dir, engines) / "model.plan"
-             for name, model in PLANS.items()}
 
-    model_configs.write("gpu", output)
-    for name in model_configs.repository("gpu"):
-        (output / name / "1").mkdir(parents=True, exist_ok=True)
-    for name in SHARED_PYTHON_MODELS:
-        shutil.copyfile(MODEL_REPOSITORY / name / "1" / "model.py", output / name / "1" / "model.py")
-    (output / "generator_options" / "1" / "model.py").write_text(
+    for name, config in model_configs.write(output).items():
+        (output / name / "1").mkdir(exist_ok=True)
+        cpu_code = MODEL_REPOSITORY / name / "1" / "model.py"
+        if config.backend == "python" and cpu_code.is_file():
+            shutil.copyfile(cpu_code, output / name / "1" / "model.py")
+    (output / model_configs.GENERATOR_OPTIONS.name / "1" / "model.py").write_text(
         "from reviewlens.ensemble.generator_options import TritonPythonModel  # noqa: F401\n")
-    for name, (exported, files) in BUILT_FILES.items():
-        for file in files:
-            link_file(models_dir / exported / file, output / name / "1" / file)
-    for name, plan in plans.items():
-        link_file(plan, output / name / "1" / "model.plan")
+    for artifact in artifacts.served("gpu"):
+        if artifact.file == artifacts.PLAN:
+            built = build_engine(artifact.exported, precision, gpu, tensorrt_version, models_dir, engines) / artifacts.PLAN
+        else:
+            built = artifact.source_path(models_dir=models_dir)
+        link_file(built, output / artifact.served_path)
 
     for name, values in model_configs.trtllm_template_values(generator_engine, checkpoint).items():
         template = source / TEMPLATES / name
@@ -84,9 +77,9 @@ def assemble(output: Path, checkpoint: Path, source: Path, engines: Path, precis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reviewlens.build_engines.gpu_repository", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m reviewlens.build_engines.gpu.repository", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=BUILD_DIR / "model_repository_gpu")
+    parser.add_argument("--output", type=Path, default=model_configs.GPU_REPOSITORY)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="the generator's Hugging Face checkpoint, also its tokenizer (default: "
                              "$GENERATOR_CHECKPOINT or /models/generator)")
