@@ -96,6 +96,12 @@ GUIDE_TYPES = ("json", "json_schema", "ebnf_grammar")
 # The generator config's parameter naming the chat format its model expects (clients render it).
 CHAT_TEMPLATE_PARAMETER = "chat_template"
 
+# GPU profile only: the step of the TensorRT-LLM `generator` ensemble that emits the request switches
+# tensorrt_llm needs for the outputs the CPU generator always returns (an ensemble cannot hold
+# constants; ensemble/generator_options.py).
+GENERATOR_OPTIONS = Model("generator_options", (MAX_TOKENS,), (
+    Tensor("RETURN_NUM_INPUT_TOKENS", "BOOL", (1,)), Tensor("RETURN_NUM_OUTPUT_TOKENS", "BOOL", (1,))))
+
 # The models a client calls: the ones whose READY state means the server can serve.
 SERVED = (SENTIMENT, EMBED, GENERATOR)
 # Every model of the CPU repository, ensembles and composing steps.

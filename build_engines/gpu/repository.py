@@ -25,6 +25,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from reviewlens.ensemble import interface
+
 from . import model_configs
 from .preflight import require_gpu, require_module
 from .tensorrt_engines import ENGINES_DIR, PRECISIONS, SERVED_PRECISION, build_engine
@@ -55,7 +57,7 @@ def assemble(output: Path, checkpoint: Path, source: Path, engines: Path, precis
         cpu_code = MODEL_REPOSITORY / name / "1" / "model.py"
         if config.backend == "python" and cpu_code.is_file():
             shutil.copyfile(cpu_code, output / name / "1" / "model.py")
-    (output / model_configs.GENERATOR_OPTIONS.name / "1" / "model.py").write_text(
+    (output / interface.GENERATOR_OPTIONS.name / "1" / "model.py").write_text(
         "from reviewlens.ensemble.generator_options import TritonPythonModel  # noqa: F401\n")
     for artifact in artifacts.served("gpu"):
         if artifact.file == artifacts.PLAN:
