@@ -74,10 +74,10 @@ install-models: setup
 	$(PY) -m reviewlens.build_engines install
 
 serve: build  ## start tritonserver on the CPU profile (HOST, GRPC_PORT, HTTP_PORT, METRICS_PORT)
-	$(PY) -m reviewlens.ensemble.server --host $(HOST) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) -m reviewlens.local.tritonserver --host $(HOST) --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 demo: build  ## the main job: start Triton, analyse sample reviews over gRPC, print the result
-	$(PY) -m reviewlens.client.demo
+	$(PY) -m reviewlens.local.demo
 
 test: build  ## the test suite (starts a real tritonserver on free loopback ports)
 	$(PY) -m pytest
