@@ -35,23 +35,23 @@ class Settings:
     concurrency: int = 4
     # Per gRPC call; UNAVAILABLE servers are retried on the next URL with exponential backoff,
     # and a server that answered UNAVAILABLE is skipped for rest_s seconds.
-    deadline_s: float = 300.0
+    deadline_s: float = 300.0  # seconds
     retries: int = 4
     backoff_s: float = 0.25
     rest_s: float = 5.0
     # Texts per sentiment/embed request, at most the models' max_batch_size (the server's dynamic
     # batcher merges concurrent requests), and doubtful reviews re-checked per generator call.
-    batch_size: int = 64
+    batch_size: int = 64  # texts
     recheck_batch: int = 8
     # Sampling of the generator calls. Greedy decoding makes the 1.5B CPU model repeat itself;
     # mild sampling with a fixed seed does not, and stays reproducible.
     temperature: float = 0.5
     top_p: float = 0.9
-    seed: int = 7
+    seed: int = 7  # any integer; the same seed gives the same answers
     # Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
     short_prompt_tokens: int = 160
     # Goodput: a generator call is "good" when its time to first token is below this.
-    sla_ttft_s: float = 2.0
+    sla_ttft_s: float = 2.0  # seconds
     # Seconds between attempts to reach Redis again after it went away.
     redis_retry_s: float = 5.0
 

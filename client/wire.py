@@ -54,11 +54,11 @@ class Generated:
 @dataclass(frozen=True)
 class GenerationParams:
     """Optional inputs of the generator; None leaves the model's default."""
-    temperature: float | None = None
+    temperature: float | None = None  # 0 is greedy decoding
     top_k: int | None = None
     top_p: float | None = None
-    seed: int | None = None
-    repetition_penalty: float | None = None
+    seed: int | None = None  # makes sampling reproducible
+    repetition_penalty: float | None = None  # penalties on tokens already generated
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     stop_words: tuple[str, ...] = field(default=())
