@@ -93,7 +93,7 @@ def bar_chart(path: Path, title: str, panels: list[tuple[str, dict[str, float]]]
         axis.barh(list(bars), list(bars.values()), color="tab:blue")
         axis.invert_yaxis()  # first bar on top, as in the table
         axis.set_xlabel(label)
-        axis.bar_label(axis.containers[0], fmt="%.3g", padding=2, fontsize=8)
+        axis.bar_label(axis.containers[0], fmt=lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}", padding=2, fontsize=8)
         axis.tick_params(axis="y", labelsize=8)
     _save(figure, path, title)
 
