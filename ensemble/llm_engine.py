@@ -124,6 +124,15 @@ class _Prefix:
     last_used: float = 0.0
 
 
+def amx_kernels_crash() -> bool:
+    """Whether llama.cpp must load weights without its extra buffer types (no AMX, no repacking).
+
+    Its AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat, on any prompt of more than one
+    token) on an AMX CPU in a Firecracker VM, the kind of machine this project runs on.
+    """
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
+
+
 class LlamaEngine:
     """Owns the llama.cpp model and context and runs the decode loop in a background thread.
 
@@ -140,9 +149,7 @@ class LlamaEngine:
         self.on_figures = on_figures
         self.n_batch = n_batch = prefill_chunk + max_sequences
         model_params = _internals.LlamaModel.default_params()
-        if "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode():
-            # llama.cpp's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on an AMX CPU in a
-            # Firecracker VM; without the extra buffer types the weights stay plain (no AMX, no repacking).
+        if amx_kernels_crash():
             model_params.use_extra_bufts = False
         self.model = _internals.LlamaModel(path_model=gguf_path, params=model_params, verbose=False)
         context_params = _internals.LlamaContext.default_params()

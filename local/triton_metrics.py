@@ -1,4 +1,4 @@
-"""Read a Triton server's metrics endpoint (Prometheus text format) without Triton or Prometheus.
+"""Read a Triton server's metrics endpoint (Prometheus text format, parsed by prometheus_client).
 
 The served models publish their figures there (the generator's are in
 ensemble/interface.py's GENERATOR_METRICS); tests and benchmarks take a scrape before and after
@@ -11,16 +11,12 @@ what they measure and read the difference:
     figures.mean(interface.GENERATOR_QUEUE_SECONDS.name)
 """
 import math
-import re
 import urllib.request
 from dataclasses import dataclass
 
-Labels = frozenset[tuple[str, str]]
+from prometheus_client.parser import text_string_to_metric_families
 
-# name{label="value",...} value [timestamp]; a label value escapes \\, \" and \n.
-_SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$')
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+Labels = frozenset[tuple[str, str]]
 
 
 def metrics_url(host: str, metrics_port: int) -> str:
@@ -51,19 +47,9 @@ class Metrics:
 
 
 def parse(text: str) -> Metrics:
-    """The samples of a Prometheus text exposition (comment lines are skipped)."""
-    samples = {}
-    for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line.strip())
-        if match is None:
-            raise ValueError(f"not a Prometheus sample line: {line!r}")
-        name, labels, value = match.groups()
-        pairs = frozenset((key, re.sub(r'\\[\\"n]', lambda m: _UNESCAPE[m[0]], raw))
-                          for key, raw in _LABEL.findall(labels or ""))
-        samples[(name, pairs)] = float(value)
-    return Metrics(samples)
+    """The samples of a Prometheus text exposition."""
+    return Metrics({(sample.name, frozenset(sample.labels.items())): sample.value
+                    for family in text_string_to_metric_families(text) for sample in family.samples})
 
 
 def scrape(url: str, timeout: float = 10.0) -> Metrics:

@@ -25,6 +25,7 @@ from reviewlens.client.analysis import Entity, is_doubtful
 from reviewlens.client.settings import Settings
 from reviewlens.client.wire import chatml
 from reviewlens.ensemble import interface as api
+from reviewlens.ensemble.llm_engine import amx_kernels_crash
 from reviewlens.local.paths import BUILD_DIR
 from reviewlens.local.sample_data import CRITICS_SENTIMENT, HELD_OUT, held_out_reviews
 
@@ -91,10 +92,9 @@ def llama(n_ctx: int = 512, vocab_only: bool = False):
     gguf = served_file(api.GENERATOR, "model.gguf")
     if not gguf.is_file():
         sys.exit(f"error: {repo_relative(gguf)} is missing; run `make build` first")
-    if vocab_only or "AMX_INT8 = 1" not in low_level.llama_print_system_info().decode():
+    if vocab_only or not amx_kernels_crash():
         return Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=THREADS, vocab_only=vocab_only, verbose=False)
-    # llama.cpp's AMX kernels crash (SIGSEGV on any prompt of more than one token) on an AMX CPU in a
-    # Firecracker VM; the engine loads the weights without the extra buffer types, and so must the
+    # The engine loads the weights without llama.cpp's extra buffer types here, and so must the
     # baseline, but `Llama` takes no such parameter: its model defaults are given without them.
     defaults = low_level.llama_model_default_params
 
