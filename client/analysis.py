@@ -58,7 +58,7 @@ class Entity:
         if not self.reviews:
             raise ValueError(f"entity {self.entity_id!r} has no reviews")
         for index, text in enumerate(self.reviews):
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str) or api.is_blank(text):
                 raise ValueError(f"entity {self.entity_id!r}: review {index} is empty")
             # The server refuses it too; checked here so the entity is named before any request.
             if len(text.encode("utf-8")) > api.MAX_TEXT_BYTES:
@@ -119,7 +119,7 @@ class Analyzer:
     async def __aenter__(self) -> "Analyzer":
         # gRPC aio channels belong to the event loop they are made in: this one.
         s = self.settings
-        self.pool = TritonPool(s.urls, s.deadline_s, s.retries, s.backoff_s, s.batch_size, s.rest_s)
+        self.pool = TritonPool(s)
         self.cache = Cache(s.redis_url, s.redis_retry_s, on_lookup=self.metrics.cache_counts)
         for model in api.SERVED:
             self.versions[model.name] = await self.pool.model_version(model)
@@ -181,11 +181,18 @@ class Analyzer:
                 self.metrics.entity_done(from_cache=False)
                 if on_done:
                     on_done(result)
+            finishing = [asyncio.ensure_future(finish(e)) for e in todo]
             try:
-                await asyncio.gather(*(finish(e) for e in todo))
-            finally:  # after a failure, stop the work still in flight for the other entities
-                for future in [*preparing.values(), everyone]:
-                    future.cancel()
+                await asyncio.gather(*finishing)
+            finally:
+                # After a failure (the caller gets the first one), stop the work still in flight for
+                # the other entities, and take the failures that came with it so that none is
+                # reported as never retrieved. Entities finished before it stay cached.
+                for future in [*finishing, *preparing.values(), everyone]:
+                    if not future.done():
+                        future.cancel()
+                    elif not future.cancelled():
+                        future.exception()
         return [results[i] for i in ids]
 
     def _entity_key(self, entity: Entity, all_reviews: str) -> str:

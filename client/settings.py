@@ -33,10 +33,12 @@ class Settings:
     entity_kind: str = "movie"
     # Entities analysed at the same time by analyze_many.
     concurrency: int = 4
-    # Per gRPC call; UNAVAILABLE servers are retried on the next URL with exponential backoff,
-    # and a server that answered UNAVAILABLE is skipped for rest_s seconds.
+    # Per gRPC call (deadline_s). A call that finds no server (UNAVAILABLE) is tried again on the
+    # next URL, with jittered exponential backoff from backoff_s, for retry_window_s after its
+    # first failure: long enough for a server to restart. A server found down is skipped for
+    # rest_s seconds.
     deadline_s: float = 300.0  # seconds
-    retries: int = 4
+    retry_window_s: float = 30.0
     backoff_s: float = 0.25
     rest_s: float = 5.0
     # Texts per sentiment/embed request, at most the models' max_batch_size (the server's dynamic
@@ -54,6 +56,8 @@ class Settings:
     sla_ttft_s: float = 2.0  # seconds
     # Seconds between attempts to reach Redis again after it went away.
     redis_retry_s: float = 5.0
+    # Where --metrics-port serves Prometheus metrics: loopback, like everything else, unless told.
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides) -> "Settings":
@@ -76,8 +80,8 @@ class Settings:
             (self.prompt_token_budget >= 20, "prompt_token_budget must be at least 20"),
             (self.concurrency >= 1, "concurrency must be at least 1"),
             (self.deadline_s > 0 and self.sla_ttft_s > 0, "deadline_s and sla_ttft_s must be positive"),
-            (self.retries >= 0 and self.backoff_s >= 0 and self.rest_s >= 0,
-             "retries, backoff_s and rest_s must not be negative"),
+            (self.retry_window_s >= 0 and self.backoff_s > 0 and self.rest_s >= 0,
+             "retry_window_s and rest_s must not be negative, backoff_s must be positive"),
             (1 <= self.batch_size <= api.MAX_BATCH_SIZE, f"batch_size must be within [1, {api.MAX_BATCH_SIZE}]"),
             (self.redis_retry_s > 0, "redis_retry_s must be positive"),
             (self.temperature >= 0 and 0 < self.top_p <= 1, "temperature must be >= 0 and top_p within (0, 1]"),

@@ -12,6 +12,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -67,12 +68,12 @@ class SyncClient:
     """The served models (sentiment, embed, generator) behind one or more Triton gRPC URLs."""
 
     def __init__(self, urls: str | tuple[str, ...], settings: Settings | None = None):
-        s = (settings or Settings()).validate()
-        self._loop = _BackgroundLoop()
         urls = (urls,) if isinstance(urls, str) else tuple(urls)
+        settings = replace(settings or Settings(), urls=urls)
+        self._loop = _BackgroundLoop()
 
         async def connect():  # gRPC aio channels belong to the loop they are made in
-            return TritonPool(urls, s.deadline_s, s.retries, s.backoff_s, s.batch_size, s.rest_s)
+            return TritonPool(settings)
         self.pool = self._loop.run(connect())
         self._chat_template = None
 

@@ -9,6 +9,7 @@ duplicated. Code without an event loop uses the thin face in client/sync.py.
 import asyncio
 import itertools
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,14 +20,18 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from reviewlens.client import wire
+from reviewlens.client.settings import Settings
 from reviewlens.client.wire import GenerationParams, Generated, Sentiment
 from reviewlens.ensemble import interface as api
 
 log = logging.getLogger("reviewlens.client")
 
+# The longest pause between two attempts: a restarting server is tried at least this often.
+MAX_BACKOFF_S = 4.0
+
 
 class ServersUnavailable(RuntimeError):
-    """No server of the list answered within the retries."""
+    """No server of the list answered within the retry window."""
 
 
 def _unavailable(error: Exception) -> bool:
@@ -35,23 +40,36 @@ def _unavailable(error: Exception) -> bool:
     return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class TritonPool:
-    """The served models behind a list of Triton gRPC endpoints."""
+def _refused(error: Exception) -> bool:
+    """An UNAVAILABLE answer from a live server that refuses work for now (its queue is full)."""
+    return "queue size" in _cause(error)
 
-    def __init__(self, urls: tuple[str, ...], deadline_s: float, retries: int, backoff_s: float,
-                 batch_size: int, rest_s: float):
-        if not 1 <= batch_size <= api.MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be within [1, {api.MAX_BATCH_SIZE}] (the models' max_batch_size)")
-        self.urls = tuple(urls)
-        self.deadline_s = deadline_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.batch_size = batch_size
-        self.rest_s = rest_s
+
+def _cause(error: Exception) -> str:
+    """The status code and the server's own message, on one line."""
+    if isinstance(error, InferenceServerException):
+        status, message = error.status(), error.message()
+    else:
+        status, message = str(error.code()), error.details()
+    return " ".join(f"{status}: {message}".split())[:300]
+
+
+class TritonPool:
+    """The served models behind a list of Triton gRPC endpoints, configured by Settings (urls,
+    deadline_s, retry_window_s, backoff_s, rest_s, batch_size)."""
+
+    def __init__(self, settings: Settings):
+        s = settings.validate()
+        self.urls = s.urls
+        self.deadline_s = s.deadline_s
+        self.retry_window_s = s.retry_window_s
+        self.backoff_s = s.backoff_s
+        self.batch_size = s.batch_size
+        self.rest_s = s.rest_s
         self._clients = [aioclient.InferenceServerClient(url) for url in self.urls]
         self._turn = itertools.count()
-        # A server that answered UNAVAILABLE is skipped until this time (monotonic clock), so a dead
-        # one costs one failed attempt per rest_s, not one per call.
+        # A server that is down is skipped until this time (monotonic clock), so a dead one costs
+        # one failed attempt per rest_s, not one per call.
         self._resting = [0.0] * len(self.urls)
 
     def _next_server(self) -> int:
@@ -64,20 +82,32 @@ class TritonPool:
         return index
 
     async def _call(self, what: str, attempt_on):
-        """Run attempt_on(client) on the next server, moving on while servers are UNAVAILABLE."""
-        errors = []
-        for attempt in range(self.retries + 1):
+        """Run attempt_on(client) on the next server, moving on while servers are UNAVAILABLE.
+
+        Attempts go on for retry_window_s after the first failure (long enough for a server to
+        restart), with jittered exponential backoff, and never sleep after the last one. A server
+        that refuses for now (queue full) is backed off from, not marked down.
+        """
+        give_up = None
+        for attempt in itertools.count():
             index = self._next_server()
             try:
                 return await attempt_on(self._clients[index])
             except (InferenceServerException, grpc.RpcError) as error:
                 if not _unavailable(error):
                     raise
-                self._resting[index] = time.monotonic() + self.rest_s
-                errors.append(f"{self.urls[index]}: {str(error).splitlines()[0][:200]}")
-                log.info("%s: %s unavailable (attempt %d), trying the next server", what, self.urls[index], attempt + 1)
-                await asyncio.sleep(self.backoff_s * 2 ** attempt)
-        raise ServersUnavailable(f"{what}: no server available after {self.retries + 1} attempts ({'; '.join(errors[-2:])})")
+                now = time.monotonic()
+                give_up = give_up or now + self.retry_window_s
+                if not _refused(error):
+                    self._resting[index] = now + self.rest_s
+                last = f"{self.urls[index]} unavailable: {_cause(error)}"
+                # The last attempt falls at the end of the window.
+                delay = min(self.backoff_s * 2 ** attempt * random.uniform(0.5, 1.0), MAX_BACKOFF_S, give_up - now)
+                if delay <= 0:
+                    raise ServersUnavailable(f"{what}: no server answered within {self.retry_window_s:g} s "
+                                             f"({attempt + 1} attempts; last: {last})") from None
+                log.info("%s: %s (attempt %d), trying again in %.2f s", what, last, attempt + 1, delay)
+                await asyncio.sleep(delay)
 
     async def model_version(self, model: api.Model) -> str:
         """The newest version the servers serve of `model` (part of every cache key)."""

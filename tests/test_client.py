@@ -1,7 +1,12 @@
 """The analysis client end to end: a real tritonserver, a real redis-server, real reviews."""
 import json
 import logging
+import os
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 import redis
 from typer.testing import CliRunner
@@ -14,6 +19,7 @@ from reviewlens.local.sample_data import best_covered_movies
 from reviewlens.client.prompts import LABELS, estimate_tokens
 from reviewlens.local.redis_server import RedisServer
 from reviewlens.client.settings import Settings
+from reviewlens.client import transport
 from reviewlens.client.transport import ServersUnavailable
 from reviewlens.local.tritonserver import free_port
 
@@ -107,6 +113,9 @@ def test_a_review_with_instructions_does_not_change_the_output_format(triton):
     result = analyse(Settings(urls=(triton.grpc_url,), redis_url=None), [entity])[0]
     assert set(result.summary) == {"positive", "negative"} and isinstance(result.strengths, list)
     assert attack in [r.text for r in result.reviews]
+    # The instruction had no effect: nothing the generator wrote says what the review asked for.
+    written = [*result.summary["positive"], *result.summary["negative"], *result.strengths]
+    assert written and not any("hacked" in phrase.lower() for phrase in written)
 
 
 def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, entities, caplog):
@@ -118,10 +127,18 @@ def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, e
     assert sum(dead in m and "unavailable" in m for m in caplog.messages) == 1
 
 
-def test_no_server_alive_is_a_clear_error():
-    settings = Settings(urls=(f"127.0.0.1:{free_port()}",), redis_url=None, retries=1, backoff_s=0.01)
-    with pytest.raises(ServersUnavailable, match="no server available after 2 attempts"):
+def test_no_server_alive_is_a_clear_one_line_error_naming_the_cause_after_the_retry_window():
+    dead = f"127.0.0.1:{free_port()}"
+    settings = Settings(urls=(dead,), redis_url=None, retry_window_s=1.0, backoff_s=0.05)
+    started = time.monotonic()
+    with pytest.raises(ServersUnavailable) as error:
         analyse(settings, [Entity("x", ["fine"])])
+    elapsed = time.monotonic() - started
+    message = str(error.value)
+    assert "no server answered within 1 s" in message and f"{dead} unavailable: StatusCode.UNAVAILABLE" in message
+    assert "\n" not in message
+    # Tried for the whole window, and no sleep past it after the last attempt.
+    assert settings.retry_window_s <= elapsed < settings.retry_window_s + transport.MAX_BACKOFF_S
 
 
 def test_cli_writes_json_results_a_run_log_and_an_html_report(settings, entities, tmp_path):
@@ -166,9 +183,24 @@ def test_generator_metrics_are_exposed_for_prometheus(triton):
     settings = Settings(urls=(triton.grpc_url,), redis_url=None)
     port = free_port()
     with SyncAnalyzer(settings) as analyzer:
-        analyzer.metrics.serve(port)
+        analyzer.metrics.serve(port, settings.metrics_host)
         analyzer.analyze(Entity("metered", ["Gorgeous to look at.", "The plot makes no sense."]))
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        listening = [c for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN
+                     and c.laddr.port == port]
+    assert [c.laddr.ip for c in listening] == ["127.0.0.1"]  # loopback only, like the servers
     assert 'reviewlens_llm_ttft_seconds_count{kind="summary"} 1.0' in text
     assert 'reviewlens_llm_tokens_total{direction="output",kind="strengths"}' in text
     assert 'reviewlens_cache_lookups_total{result="miss"}' in text
+
+
+def test_the_cli_reports_no_server_in_one_line_without_a_traceback(tmp_path):
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text(json.dumps({"entity_id": "x", "text": "fine"}) + "\n")
+    dead = f"127.0.0.1:{free_port()}"
+    run = subprocess.run([sys.executable, "-m", "reviewlens.client.cli", "analyze", str(reviews), "--url", dead,
+                          "--no-cache", "--run-dir", str(tmp_path / "runs")],
+                         capture_output=True, text=True, env={**os.environ, "REVIEWLENS_RETRY_WINDOW_S": "1"})
+    assert run.returncode == 1
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"{dead} unavailable" in lines[0], run.stderr
