@@ -59,7 +59,7 @@ def _settings(urls, redis, no_cache, top_k, concurrency, recheck_below, kind) ->
 async def _run(settings: Settings, entities, metrics_port, quiet: bool) -> tuple[list[EntityAnalysis], ClientMetrics]:
     metrics = ClientMetrics()
     if metrics_port:
-        metrics.serve(metrics_port)
+        metrics.serve(metrics_port, settings.metrics_host)
     async with Analyzer(settings, metrics) as analyzer:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, disable=quiet) as progress:

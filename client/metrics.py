@@ -54,8 +54,9 @@ class ClientMetrics:
         self._entities = Counter("reviewlens_entities", "Entities analysed", ["source"], registry=self.registry)
         self.cache_lookups = Counter("reviewlens_cache_lookups", "Redis lookups", ["result"], registry=self.registry)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, host: str) -> None:
+        """Expose the metrics for Prometheus on http://host:port/metrics."""
+        start_http_server(port, addr=host, registry=self.registry)
 
     def llm_call(self, call: LLMCall, sla_ttft_s: float = 0.0) -> None:
         self.calls.append(call)

@@ -75,13 +75,18 @@ def within_budget(texts: list[str], budget_tokens: int) -> list[str]:
     return chosen
 
 
+# Tokens one character of a string answer may take: a byte-level BPE splits a character it has no
+# token for into its UTF-8 bytes, and a Hangul syllable is 3 bytes (often 2 tokens, at worst 3).
+TOKENS_PER_CHARACTER = 3
+
+
 def max_tokens_for(schema: dict) -> int:
-    """Tokens enough for the longest JSON the schema allows (a token holds at least one character
-    of the strings we ask for; structure and the optional spaces are counted generously)."""
+    """Tokens enough for the longest JSON the schema allows, in any script (TOKENS_PER_CHARACTER per
+    character of the strings we ask for; structure and the optional spaces are counted generously)."""
     if "enum" in schema:
         return max(len(json.dumps(v)) for v in schema["enum"]) + 2
     if schema.get("type") == "string":
-        return schema["maxLength"] + 2
+        return schema["maxLength"] * TOKENS_PER_CHARACTER + 2
     if schema.get("type") == "array":
         return schema["maxItems"] * (max_tokens_for(schema["items"]) + 2) + 2
     return sum(len(name) + 4 + max_tokens_for(sub) for name, sub in schema["properties"].items()) + 4

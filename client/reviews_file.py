@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from reviewlens.client.analysis import Entity
-from reviewlens.ensemble.interface import MAX_TEXT_BYTES
+from reviewlens.ensemble.interface import MAX_TEXT_BYTES, is_blank
 
 
 class InputError(ValueError):
@@ -23,7 +23,7 @@ def _field(record: dict, name: str, where: str, required: bool = True) -> str | 
     value = record[name]
     if not isinstance(value, str):
         raise InputError(f"{where}: {name!r} must be a string, not {type(value).__name__}")
-    if not value.strip():
+    if is_blank(value):
         raise InputError(f"{where}: {name!r} is empty")
     return value
 

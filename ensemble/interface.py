@@ -8,6 +8,7 @@ library carries it without the server.
 Datatypes are Triton's wire names ("BYTES", "FP32", ...); a config spells BYTES as TYPE_STRING.
 Dims exclude the batch dimension, as in a config with max_batch_size > 0.
 """
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -43,6 +44,16 @@ class Model:
 MAX_BATCH_SIZE = 128
 # A text over this many UTF-8 bytes is refused (the tokenizers, the generator and the client check it).
 MAX_TEXT_BYTES = 1_000_000
+# What is left of a text once whitespace, control and format characters (zero-width spaces, bidi
+# marks, ...) are removed: a text with nothing left is empty, and refused as such by every side.
+_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}
+
+
+def is_blank(text: str) -> bool:
+    """Whether a text has no visible character (only whitespace, control or format characters)."""
+    return all(char.isspace() or unicodedata.category(char) in _INVISIBLE for char in text)
+
+
 # The default classifier's label order (its id2label); a user's checkpoint brings its own, which
 # the server returns by name (labels.json), so clients compare names, never indices.
 SENTIMENT_LABELS = ("negative", "positive")

@@ -29,8 +29,8 @@ def decode_texts(raw: np.ndarray, name: str = interface.TEXT.name) -> list[str]:
             text = value.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(f"{name}[{row}] is not valid UTF-8: byte 0x{value[err.start]:02x} at offset {err.start}") from None
-        if not text.strip():
-            raise ValueError(f"{name}[{row}] is empty")
+        if interface.is_blank(text):
+            raise ValueError(f"{name}[{row}] is empty" + (" (only control or format characters)" if text.strip() else ""))
         texts.append(text)
     return texts
 

@@ -25,7 +25,8 @@ def server_still_answers(grpc, models):
 
 
 @pytest.mark.parametrize("model", ENSEMBLES)
-@pytest.mark.parametrize("text", ["", "   \n\t "])
+# Blank, and also only zero-width and bidi control characters: nothing a classifier could read.
+@pytest.mark.parametrize("text", ["", "   \n\t ", "\u200b\u200d\u2060\ufeff", "\u202e\u200f\u2066 \u2069"])
 def test_empty_text_is_rejected_naming_the_row(grpc, model, text):
     with pytest.raises(InferenceServerException, match=r"TEXT\[1\] is empty"):
         grpc.infer(model, [text_input(["fine review", text])])

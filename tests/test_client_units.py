@@ -138,3 +138,26 @@ def test_the_entity_cache_key_changes_with_the_result_schema_version(monkeypatch
     before = analyzer._entity_key(entity, "all reviews")
     monkeypatch.setattr(analysis, "RESULT_SCHEMA_VERSION", analysis.RESULT_SCHEMA_VERSION + 1)
     assert analyzer._entity_key(entity, "all reviews") != before
+
+
+def test_max_tokens_holds_the_longest_korean_answer_in_the_served_models_tokens():
+    from llama_cpp import Llama
+    from reviewlens.build_engines.artifacts import served
+    from reviewlens.ensemble import interface
+    from reviewlens.local.paths import MODEL_REPOSITORY
+    gguf = MODEL_REPOSITORY / next(a.served_path for a in served("cpu") if a.model == interface.GENERATOR.name)
+    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    # A syllable the tokenizer has no token for (3 byte tokens; common Hangul takes 1-2), filling
+    # every string to its maxLength: about 920 tokens, where one token per character allowed 356.
+    syllable = "쀀"
+    strings = prompts.SUMMARY_SCHEMA["properties"]["positive"]
+    phrase = syllable * strings["items"]["maxLength"]
+    longest = {"positive": [phrase] * strings["maxItems"], "negative": [phrase] * strings["maxItems"]}
+    tokens = vocab.tokenize(json.dumps(longest, ensure_ascii=False).encode("utf-8"), add_bos=False)
+    assert len(tokens) <= prompts.max_tokens_for(prompts.SUMMARY_SCHEMA)
+
+
+def test_a_review_of_only_zero_width_characters_is_refused_as_empty():
+    from reviewlens.client.analysis import Entity
+    with pytest.raises(ValueError, match="entity 'z': review 0 is empty"):
+        Entity("z", ["\u200b\u200e\u202e"]).validate()
