@@ -34,21 +34,27 @@ class ServersUnavailable(RuntimeError):
     """No server of the list answered within the retry window."""
 
 
+# Triton's refusal when a model's queue is full. Over a stream it comes as an error message
+# without a status code, so it is recognised by its text.
+QUEUE_FULL = "Exceeds maximum queue size"
+
+
 def _unavailable(error: Exception) -> bool:
+    """No server took the call: down, restarting, or refusing for now (a full queue)."""
     if isinstance(error, InferenceServerException):
-        return error.status() == "StatusCode.UNAVAILABLE"
+        return error.status() == "StatusCode.UNAVAILABLE" or _refused(error)
     return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def _refused(error: Exception) -> bool:
-    """An UNAVAILABLE answer from a live server that refuses work for now (its queue is full)."""
-    return "queue size" in _cause(error)
+    """An answer from a live server that refuses work for now."""
+    return QUEUE_FULL in _cause(error)
 
 
 def _cause(error: Exception) -> str:
     """The status code and the server's own message, on one line."""
     if isinstance(error, InferenceServerException):
-        status, message = error.status(), error.message()
+        status, message = error.status() or "refused", error.message()
     else:
         status, message = str(error.code()), error.details()
     return " ".join(f"{status}: {message}".split())[:300]
