@@ -40,6 +40,10 @@ class Model:
         return next(t for t in self.outputs if t.name == name)
 
 
+# The size of Triton's response cache, which both ensembles use (`response_cache` in their
+# configs), for every server of either profile: each launcher (local/tritonserver.py, the GPU
+# image's build_engines/gpu/entrypoint.sh) reads it here.
+RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
 # Texts per request: the configs' max_batch_size, and the TensorRT profiles' largest batch.
 MAX_BATCH_SIZE = 128
 # A text over this many UTF-8 bytes is refused (the tokenizers, the generator and the client check it).

@@ -25,9 +25,6 @@ from reviewlens.ensemble import interface
 from reviewlens.local import triton_metrics
 from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY, REPO_ROOT
 
-# The size of Triton's response cache, which both ensembles use (`response_cache` in their
-# configs), for every server this project starts: a launcher reads it here, never spells it.
-CACHE_BYTES = 256 * 1024 * 1024
 # The venv tritonserver, its stub and the Python-backend models run from: `make setup` makes it
 # with the `serve` extra only, so serving installs and can import no build tooling (torch, transformers).
 SERVE_VENV = Path(os.environ.get("REVIEWLENS_SERVE_VENV", REPO_ROOT / ".venv-serve"))
@@ -106,7 +103,7 @@ class TritonServer:
             str(source / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={python_backend_dir(version, source)}",
-            *([f"--cache-directory={source / 'caches'}", f"--cache-config=local,size={CACHE_BYTES}"]
+            *([f"--cache-directory={source / 'caches'}", f"--cache-config=local,size={interface.RESPONSE_CACHE_BYTES}"]
               if self.response_cache else []),
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",

@@ -10,4 +10,4 @@ set -euo pipefail
 repository="${GPU_MODEL_REPOSITORY:-/tmp/model_repository}"
 python3 -m reviewlens.build_engines.gpu.repository --output "$repository"
 exec tritonserver --model-repository="$repository" \
-  --cache-config=local,size="${RESPONSE_CACHE_BYTES:-268435456}" "$@"
+  --cache-config=local,size="${RESPONSE_CACHE_BYTES:-$(python3 -c 'from reviewlens.ensemble.interface import RESPONSE_CACHE_BYTES; print(RESPONSE_CACHE_BYTES)')}" "$@"
