@@ -282,7 +282,7 @@ def test_the_image_copies_files_that_exist_and_are_not_docker_ignored():
                "build_engines/gpu/entrypoint.sh"]
     assert not [path for path in needed if is_ignored(path)]
     assert all(is_ignored(path) for path in ("build/models/generator/model.gguf", "build/models/embedder/model_fp32.onnx",
-                                             "model_repository/encoder/1/model.onnx", ".venv"))
+                                             "model_repository/encoder/1/model.onnx", ".venv", ".venv-serve"))
 
 
 def test_the_image_entrypoint_is_the_executable_script_copied_into_its_workdir():
