@@ -28,6 +28,9 @@ from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY, REPO_ROOT
 # The venv tritonserver, its stub and the Python-backend models run from: `make setup` makes it
 # with the `serve` extra only, so serving installs and can import no build tooling (torch, transformers).
 SERVE_VENV = Path(os.environ.get("REVIEWLENS_SERVE_VENV", REPO_ROOT / ".venv-serve"))
+# How long tritonserver gives its models to finish in-flight requests and unload after SIGINT or
+# SIGTERM (--exit-timeout-secs); past it the server exits with code 1 without unloading the rest.
+EXIT_TIMEOUT_S = 10
 
 
 @functools.cache
@@ -108,7 +111,7 @@ class TritonServer:
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--http-address={self.host}", f"--http-port={self.http_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
-            "--exit-timeout-secs=10",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             *self.extra_args,
         ]
 
@@ -153,14 +156,20 @@ class TritonServer:
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+    def stop(self) -> int | None:
+        """Stop the server as Ctrl-C does (SIGINT) and return its exit code: 0 once every model has
+        unloaded, 1 when the exit timeout expired first. A server that has not exited a few seconds
+        after its own exit timeout is killed (exit code -9). None if it was never started."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=EXIT_TIMEOUT_S + 5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        return self.process.returncode
 
     def __enter__(self):
         return self.start() if self.process is None else self
