@@ -163,17 +163,22 @@ class TritonPool:
             yield request
 
         responses = client.stream_infer(requests(), stream_timeout=self.deadline_s)
+        finished = False
         try:
             async for result, error in responses:
                 if error is not None:
                     raise error
-                final, fields = wire.generator_response(result)
+                finished, fields = wire.generator_response(result)
                 if fields is not None:
                     yield fields
-                if final:
+                if finished:
                     break
         finally:
-            responses.cancel()
+            # Only a generation left early is cancelled: cancelling a stream after its final
+            # response keeps tritonserver 2.51 from ever releasing the generator, which then never
+            # unloads when the server stops.
+            if not finished:
+                responses.cancel()
 
     async def stream(self, prompt: str, max_tokens: int, params: GenerationParams = GenerationParams(),
                      priority: int = 0) -> AsyncIterator[tuple[str, int, int]]:
