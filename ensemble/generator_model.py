@@ -26,6 +26,8 @@ time to first token, decode time) go to Triton's metrics endpoint as the custom 
 interface.GENERATOR_METRICS.
 """
 import json
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -73,6 +75,7 @@ class TritonPythonModel:
                 f"{gguf.name}'s chat template is not {template!r} as the config's "
                 f"{interface.CHAT_TEMPLATE_PARAMETER} parameter says; "
                 "serve a ChatML model or change the parameter and the client's formatting together")
+        _on_stop_signal(self.engine.stop_serving)
         pb_utils.Logger.log_info(
             f"{args['model_name']}: {gguf} loaded; context {self.engine.n_ctx} tokens, {self.engine.max_sequences} "
             f"sequences in flight, {len(self.engine.prefixes)} cached prompt prefixes, chat template {template}")
@@ -166,6 +169,28 @@ class _EngineMetrics:
             if seconds is not None:
                 self.series[(metric.name,)].observe(seconds)
         pb_utils.Logger.log_verbose(f"{interface.GENERATOR.name}: {figures}")
+
+
+def _on_stop_signal(stop_serving) -> None:
+    """Call stop_serving on a thread of its own when this stub gets SIGINT or SIGTERM.
+
+    tritonserver cancels nothing when it stops: it waits for in-flight requests, and a generation
+    of hundreds of tokens outlives --exit-timeout-secs. Ctrl-C and TritonServer.stop() signal the
+    whole process group, this stub included. A Python signal handler would run only when the
+    stub's main thread next executes Python (it sits in C++ between two execute() calls), so the
+    signal is taken from the wakeup fd, which the C-level handler writes at once.
+    """
+    readable, writable = os.pipe()
+    os.set_blocking(writable, False)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    signal.set_wakeup_fd(writable)
+
+    def watch() -> None:
+        os.read(readable, 1)
+        pb_utils.Logger.log_info(f"{interface.GENERATOR.name}: stop signal; ending the requests in flight")
+        stop_serving()
+    threading.Thread(target=watch, name="stop-signal", daemon=True).start()
 
 
 def _generation(request, responses: _Responses) -> Generation:

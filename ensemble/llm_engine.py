@@ -169,6 +169,7 @@ class LlamaEngine:
         self._active: dict[int, _Sequence] = {}
         self._lock = threading.Condition()
         self._stopping = False
+        self._refusing = False
         self._thread = threading.Thread(target=self._loop, name="llama-decode", daemon=True)
         self._thread.start()
 
@@ -224,8 +225,16 @@ class LlamaEngine:
     def wait_for_capacity(self, timeout: float | None = None) -> bool:
         """Block until fewer than max_sequences requests are admitted or waiting."""
         with self._lock:
-            return self._lock.wait_for(lambda: len(self._active) + len(self._waiting) < self.max_sequences or self._stopping,
+            return self._lock.wait_for(lambda: len(self._active) + len(self._waiting) < self.max_sequences or self._stopping
+                                       or self._refusing,
                                        timeout)
+
+    def stop_serving(self) -> None:
+        """The server is stopping: end every request admitted or waiting with on_cancel, and every
+        one submitted from now on, so that Triton sees no request in flight and can unload the model."""
+        with self._lock:
+            self._refusing = True
+            self._lock.notify_all()
 
     def close(self) -> None:
         """Stop the decode loop; unfinished requests get an error."""
@@ -300,7 +309,17 @@ class LlamaEngine:
                 self._lock.wait_for(lambda: self._waiting or self._active or self._stopping)
                 if self._stopping:
                     return
-                self._admit()
+                if self._refusing:
+                    for request, tokens in self._waiting:
+                        self._end(request, tokens, "cancelled")
+                        request.on_cancel()
+                    self._waiting.clear()
+                    stopping = list(self._active.values())
+                else:
+                    stopping = []
+                    self._admit()
+            for sequence in stopping:
+                self._finish(sequence, cancelled=True)
             if not self._active:
                 continue
             try:

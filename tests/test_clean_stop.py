@@ -11,22 +11,19 @@ import time
 import pytest
 
 from reviewlens.client.sync import SyncClient
-from reviewlens.local.paths import BUILD_DIR
 from reviewlens.local.tritonserver import EXIT_TIMEOUT_S, TritonServer, free_port
 
-# Why the generator does not unload today (issue 11, item 2; measured, see the report in notes):
+# Why the generator may still not unload (issue 11, item 2; a race, so the xfails are not strict):
 CANCEL_AFTER_FINAL = ("the client cancels each generation's gRPC stream right after its final response "
-                      "(client/transport.py TritonPool._stream); tritonserver 2.51 then never releases the "
-                      "generator, which is not unloaded, and the server exits with code 1")
-IN_FLIGHT_NOT_ENDED = ("nothing tells the generator that the server is stopping: its admitted generations run "
-                       "on and an execute() waiting for a free slot counts as an in-flight inference, so the "
-                       "exit timeout expires")
+                      "(client/transport.py TritonPool._stream); when the cancel wins the race with the server's "
+                      "end of the RPC, tritonserver 2.51 never releases the generator, which is not unloaded, and "
+                      "the server exits with code 1")
 
 
 @pytest.fixture
-def server():
+def server(tmp_path):
     own = TritonServer(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
-                       log_path=BUILD_DIR / "triton" / "clean-stop-server.log")
+                       log_path=tmp_path / "tritonserver.log")
     with own:
         yield own
 
@@ -49,7 +46,7 @@ def prompt(client: SyncClient) -> str:
     return client.chat_prompt([{"role": "user", "content": "Write a long story about a cat."}])
 
 
-@pytest.mark.xfail(strict=True, reason=CANCEL_AFTER_FINAL)
+@pytest.mark.xfail(strict=False, reason=CANCEL_AFTER_FINAL)
 def test_stops_cleanly_after_streamed_requests(server):
     with SyncClient(server.grpc_url) as client:
         text = prompt(client)
@@ -71,7 +68,7 @@ def test_stops_cleanly_after_a_cancelled_stream(server):
     stop_and_check(server)
 
 
-@pytest.mark.xfail(strict=True, reason=IN_FLIGHT_NOT_ENDED)
+@pytest.mark.xfail(strict=False, reason=CANCEL_AFTER_FINAL)
 def test_stops_cleanly_with_generations_in_flight(server):
     client = SyncClient(server.grpc_url)
     text = prompt(client)
