@@ -13,11 +13,12 @@ import pytest
 from reviewlens.client.sync import SyncClient
 from reviewlens.local.tritonserver import EXIT_TIMEOUT_S, TritonServer, free_port
 
-# Why the generator may still not unload (issue 11, item 2; a race, so the xfails are not strict):
-CANCEL_AFTER_FINAL = ("the client cancels each generation's gRPC stream right after its final response "
-                      "(client/transport.py TritonPool._stream); when the cancel wins the race with the server's "
-                      "end of the RPC, tritonserver 2.51 never releases the generator, which is not unloaded, and "
-                      "the server exits with code 1")
+# Why the generator may still not unload after a stop with generations in flight (issue 11, item 2):
+CANCEL_AFTER_ERROR = ("the generator ends each generation in flight with a final CANCELLED error, and the client "
+                      "then cancels the gRPC stream (client/transport.py TritonPool._stream cancels whenever it "
+                      "raises); when that cancel wins the race with the server's end of the RPC, tritonserver 2.51 "
+                      "never releases the generator, which is not unloaded, and the server exits with code 1. "
+                      "A race, so the xfail is not strict")
 
 
 @pytest.fixture
@@ -46,7 +47,6 @@ def prompt(client: SyncClient) -> str:
     return client.chat_prompt([{"role": "user", "content": "Write a long story about a cat."}])
 
 
-@pytest.mark.xfail(strict=False, reason=CANCEL_AFTER_FINAL)
 def test_stops_cleanly_after_streamed_requests(server):
     with SyncClient(server.grpc_url) as client:
         text = prompt(client)
@@ -68,7 +68,7 @@ def test_stops_cleanly_after_a_cancelled_stream(server):
     stop_and_check(server)
 
 
-@pytest.mark.xfail(strict=False, reason=CANCEL_AFTER_FINAL)
+@pytest.mark.xfail(strict=False, reason=CANCEL_AFTER_ERROR)
 def test_stops_cleanly_with_generations_in_flight(server):
     client = SyncClient(server.grpc_url)
     text = prompt(client)
