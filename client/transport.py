@@ -60,6 +60,18 @@ def _cause(error: Exception) -> str:
     return " ".join(f"{status}: {message}".split())[:300]
 
 
+async def _ended(responses, timeout_s: float = 5.0) -> bool:
+    """Wait for the server to end a stream whose last response has come; False if it does not."""
+    async def drain():
+        async for _ in responses:
+            pass
+    try:
+        await asyncio.wait_for(drain(), timeout_s)
+        return True
+    except (asyncio.TimeoutError, grpc.RpcError, InferenceServerException):
+        return False
+
+
 class TritonPool:
     """The served models behind a list of Triton gRPC endpoints, configured by Settings (urls,
     deadline_s, retry_window_s, backoff_s, rest_s, batch_size)."""
@@ -167,6 +179,7 @@ class TritonPool:
         try:
             async for result, error in responses:
                 if error is not None:
+                    finished = True  # the generator sends an error as its final response
                     raise error
                 finished, fields = wire.generator_response(result)
                 if fields is not None:
@@ -174,9 +187,11 @@ class TritonPool:
                 if finished:
                     break
         finally:
-            # Only a generation left early is cancelled: cancelling a stream after its final
-            # response keeps tritonserver 2.51 from ever releasing the generator, which then never
-            # unloads when the server stops.
+            # A stream whose final response came is let end on the server's side (a cancel, or
+            # dropping the call, after the final response can keep tritonserver 2.51 from ever
+            # releasing the generator, which then never unloads at stop); one left early is cancelled.
+            if finished:
+                finished = await _ended(responses)
             if not finished:
                 responses.cancel()
 

@@ -13,14 +13,6 @@ import pytest
 from reviewlens.client.sync import SyncClient
 from reviewlens.local.tritonserver import EXIT_TIMEOUT_S, TritonServer, free_port
 
-# Why the generator may still not unload after a stop with generations in flight (issue 11, item 2):
-CANCEL_AFTER_ERROR = ("the generator ends each generation in flight with a final CANCELLED error, and the client "
-                      "then cancels the gRPC stream (client/transport.py TritonPool._stream cancels whenever it "
-                      "raises); when that cancel wins the race with the server's end of the RPC, tritonserver 2.51 "
-                      "never releases the generator, which is not unloaded, and the server exits with code 1. "
-                      "A race, so the xfail is not strict")
-
-
 @pytest.fixture
 def server(tmp_path):
     own = TritonServer(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(),
@@ -68,7 +60,6 @@ def test_stops_cleanly_after_a_cancelled_stream(server):
     stop_and_check(server)
 
 
-@pytest.mark.xfail(strict=False, reason=CANCEL_AFTER_ERROR)
 def test_stops_cleanly_with_generations_in_flight(server):
     client = SyncClient(server.grpc_url)
     text = prompt(client)
