@@ -21,7 +21,7 @@ export REVIEWLENS_SERVE_VENV := $(abspath $(SERVE_VENV))
 SETUP_KEY := $(shell cat pyproject.toml constraints.txt build_engines/install_llama_cpp.sh Makefile | sha256sum | cut -c1-16)
 SETUP_STAMP := $(VENV)/.setup-$(SETUP_KEY)
 SERVE_SETUP_STAMP := $(SERVE_VENV)/.setup-$(SETUP_KEY)
-APT_PACKAGES := redis-server libb64-0d
+APT_PACKAGES := redis-server libb64-0d chromium chromium-driver
 
 .PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf clean \
         gpu-configs onnx-fp16 engines-gpu engine-classifier-gpu engine-embedder-gpu trtllm-engine image-gpu serve-gpu
