@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from tritonclient.utils import InferenceServerException
 
 from reviewlens.client import report
@@ -100,13 +101,44 @@ def _write_run(run_dir: Path, results: list[EntityAnalysis], metrics: ClientMetr
     return summary
 
 
+TABLE_ASPECTS = 3  # aspects per polarity in the table; the HTML report and --json have all of them
+
+
+def _aspect_lines(result: dict, polarity: str, style: str) -> Text:
+    """The most-mentioned aspects of one polarity with their review counts and shares, then a quote of the first."""
+    aspects = [a for a in result["aspects"] if a["polarity"] == polarity]
+    if not aspects:
+        return Text("none", style="dim")
+    lines = Text()
+    for aspect in aspects[:TABLE_ASPECTS]:
+        lines.append(aspect["name"], style=style).append(f" {aspect['reviews']} ({round(aspect['share'] * 100)} %)\n")
+    if len(aspects) > TABLE_ASPECTS:
+        lines.append(f"+{len(aspects) - TABLE_ASPECTS} more\n", style="dim")
+    quote = aspects[0]["evidence"][0]
+    lines.append(f"\u201c{quote['text']}\u201d", style="italic").append(f" review {quote['review'] + 1}", style="dim")
+    return lines
+
+
+def _comparison_lines(result: dict) -> Text:
+    """Strengths and weaknesses with their figures, or why there are none."""
+    if not result["comparison"]["rivals"]:
+        return Text(result["comparison"]["note"] or "", style="dim")
+    lines = [Text(f"+ {item['text']}", style="green") for item in result["strengths"]]
+    lines += [Text(f"- {item['text']}", style="red") for item in result["weaknesses"]]
+    return Text("\n").join(lines) if lines else Text("none clearly above or below the others", style="dim")
+
+
 def _table(results: list[EntityAnalysis]) -> Table:
     table = Table(show_lines=True)
-    for column in ("entity", "reviews", "positive", "praised", "criticised", "strengths"):
+    for column in ("entity", "reviews", "positive", "praised: reviews (share)", "criticised: reviews (share)",
+                   "summary", "strengths / weaknesses"):
         table.add_column(column, justify="right" if column in ("reviews", "positive") else "left")
-    for r in results:
-        table.add_row(r.entity_name or r.entity_id, str(len(r.reviews)), f"{r.sentiment_ratio['positive']:.0%}",
-                      "\n".join(r.summary["positive"]), "\n".join(r.summary["negative"]), "\n".join(r.strengths))
+    for r in (result.to_json() for result in results):
+        # Text objects, not strings: names and quotes are user text, and a "[...]" in them is not Rich markup.
+        table.add_row(Text(r["entity_name"] or r["entity_id"]), str(len(r["reviews"])),
+                      f"{round(r['sentiment_ratio']['positive'] * 100)} %",
+                      _aspect_lines(r, "positive", "green"), _aspect_lines(r, "negative", "red"),
+                      Text(r["summary"]), _comparison_lines(r))
     return table
 
 
