@@ -8,15 +8,16 @@ normalisation happens, so `text[span.start:span.end]` is always the quoted sente
 Rules, in order (the choice of rules over a library is measured in perf/results/segmenters.md):
 - A line break ends a sentence.
 - English: `.`, `!`, `?`, `…` (and runs such as `...`, `?!`), with closing quotes or brackets,
-  end a sentence when whitespace and then no lowercase letter follows, and the word before a `.`
+  end a sentence when whitespace and then no lowercase letter (nor a dash, comma...) follows, and the word before a `.`
   is not an abbreviation ("Mr.", "Dr.", "vs.", "e.g.") or a run of initials ("U.S.", "J.").
+  An ellipsis glued to a capital ends one too ("the film…It was").
 - Korean: the same punctuation ends a sentence even without a space before the next Hangul
   ("맛있어요.가격도"); a word ending in a final verb ending ("~요", "~다" after a verb stem,
   "~죠", "~니다", "~네" after a stem) ends a sentence before the next Hangul word; emoticons
   ("ㅎㅎ", "ㅋㅋ", "ㅠㅠ", "^^", "~", emoji) stay with the sentence before them and end it.
-- Clauses: a sentence is cut at ", but", ", yet", ", though", ", although", ", however", ", whereas",
-  "; ", and in Korean after a word ending in "지만" or before "하지만", "그렇지만", "그러나",
-  "그런데", "근데" -- only when both sides keep at least MIN_CLAUSE_WORDS words or
+- Clauses: a sentence is cut at ", but", ", yet", ", though", ", although", ", whereas" (not
+  ", but also" / ", but rather") and "; ", and in Korean after a word ending in "지만" or before
+  "하지만", "그렇지만", "그러나", "그런데", "근데" -- only when both sides keep at least MIN_CLAUSE_WORDS words or
   MIN_CLAUSE_SYLLABLES Hangul syllables, so "Good, but long." stays whole. The separator
   punctuation (the comma, the semicolon) belongs to neither clause.
 """
@@ -42,6 +43,8 @@ _JAMO = "\u3131-\u318e"
 # Emoticons that close a Korean (or English) sentence: jamo laughter/tears, ^^, ~, ♡, emoji.
 _EMOTICON = rf"[{_JAMO}~^♡♥❤☆★\u2600-\u27bf\U0001f000-\U0001faff\ufe0f\u200d]"
 _CLOSERS = "\"'”’»)\\]」』"
+# After a full stop, these continue the sentence: "lots of talking heads, etc. -- to do".
+_CONTINUATIONS = "-–—,;:)"
 _OPENERS = "\"'“‘«(\\[「『"
 
 _ENGLISH_ABBREVIATIONS = frozenset(
@@ -52,20 +55,27 @@ _ENGLISH_ABBREVIATIONS = frozenset(
 # Terminal punctuation (with closing quotes), then the whitespace after it, or a Hangul letter
 # right after it when the punctuation follows Hangul.
 _PUNCT_END = re.compile(
-    rf"(?P<mark>[.!?…。！？]+)[{_CLOSERS}]*(?:(?P<space>\s+)|(?=[{_HANGUL}]))"
+    rf"(?P<mark>[.!?…。！？]+)[{_CLOSERS}]*(?:(?P<space>\s+)|(?=[{_HANGUL}])|(?<=[….])(?=[A-Z]))"
 )
 _NEWLINE = re.compile(r"[ \t]*[\r\n\u2028\u2029\x0b\x0c\x85][\s]*")
-# A Korean word that ends in a sentence-final ending, then whitespace, then a Hangul word.
+# A Korean word that ends in a sentence-final ending, then whitespace, then a word (not an emoticon).
 # "다" only after a verb/adjective stem or past/formal marker, so nouns like "바다" do not end one.
-_KOREAN_FINAL_STEMS = "었았였했있없니좋같싶는겠된한간온운진많넓작높낮쁘네"
+_KOREAN_FINAL_STEMS = "었았였했있없니좋같싶는겠된한간온운진많넓작높낮쁘네이"
 _KOREAN_END = re.compile(
     rf"(?:[{_HANGUL}](?:요|죠|[{_KOREAN_FINAL_STEMS}]다)|(?:있|없|좋|았|었|였|했|겠|찮|같)네|(?:있|없|좋|았|었|였|했)음)"
-    rf"(?P<space>\s+)(?=[{_HANGUL}])"
+    rf"(?P<space>\s+)(?=[{_HANGUL}0-9A-Za-z])"
 )
-_EMOTICON_END = re.compile(rf"(?<=[{_HANGUL}{_JAMO}.!?~^])(?:{_EMOTICON}|[.!?;:])*{_EMOTICON}(?P<space>\s+)(?=\S)")
+# A whole run of emoticons (inner spaces allowed: "~ ㅎㅎ") after a sentence, then more text.
+_EMOTICON_END = re.compile(
+    rf"(?<=[{_HANGUL}.!?\s])(?<!{_EMOTICON})(?:{_EMOTICON}|[.!?;:]|\s+(?={_EMOTICON}))*{_EMOTICON}(?P<space>\s+)(?=\S)"
+)
 
+# ", but also" / ", but rather" continue a sentence's direction ("not only ..., but also ...").
+# ", however" is left out: in the critic snippets it is nearly always parenthetical ("It is,
+# however, a completely honest film") or concessive ("Safe Conduct, however ambitious, fails");
+# "; however," is still cut by the semicolon.
 _ENGLISH_CLAUSE = re.compile(
-    r",\s+(?=(?:but|yet|though|although|however|whereas)\b)|\s*;\s+", re.IGNORECASE
+    r",\s+(?=(?:but|yet|though|although|whereas)\b(?!\s+(?:also|rather)\b))|\s*;\s+", re.IGNORECASE
 )
 _KOREAN_CLAUSE = re.compile(
     rf"(?<=[{_HANGUL}]지만)(?P<after>[,]?\s+)(?=[{_HANGUL}])"
@@ -127,18 +137,21 @@ def _ranges(start: int, end: int, cuts: set[tuple[int, int]]) -> list[tuple[int,
 
 def _ends_sentence(text: str, match: re.Match) -> bool:
     """Whether terminal punctuation followed by whitespace really ends a sentence (English rules)."""
-    if not match.group("space"):  # glued to the next Hangul word: a sentence end after Hangul
+    if not match.group("space"):
+        if text[match.end()].isascii():  # an ellipsis glued to a capital: "the film…It was"
+            return match.group("mark").endswith(("…", "..."))
+        # glued to the next Hangul word: a sentence end only after Hangul
         return match.start() > 0 and _KOREAN_LETTER.match(text, match.start() - 1) is not None
     following = match.end()
     while following < len(text) and text[following] in _OPENERS:
         following += 1
-    if following < len(text) and text[following].islower():
+    if following < len(text) and (text[following].islower() or text[following] in _CONTINUATIONS):
         return False
     if match.group("mark") == ".":
         word_start = match.start()
-        while word_start > 0 and not text[word_start - 1].isspace() and text[word_start - 1] not in _OPENERS:
+        while word_start > 0 and not text[word_start - 1].isspace():
             word_start -= 1
-        word = text[word_start:match.start()]
+        word = text[word_start:match.start()].lstrip(_OPENERS)
         if word.lower() in _ENGLISH_ABBREVIATIONS or re.fullmatch(r"(?:[A-Za-z]\.)*[A-Za-z]", word):
             return False
     return True
