@@ -3,27 +3,32 @@
     async with Analyzer(Settings.from_env()) as analyzer:
         results = await analyzer.analyze_many([Entity("m1", ["Great cast.", ...]), ...])
 
-Per entity: the cached whole result if nothing changed; else sentiment of every review (cached per
-review), a generator re-check of the doubtful ones, embeddings (cached per review), per polarity
-the centroid and a diverse top-K of representative reviews (MMR), then two JSON-constrained
-generator calls built from the top-K only: the summary, and the strengths against the other
-entities of the same call (the reviews most typical of this entity and least like the others').
+Per entity: its cached result if nothing of it changed; else the sentiment and embedding of every
+review and of every sentence (client/sentences.py), cached per text; a generator re-check of the
+doubtful reviews; per label the representative reviews (MMR around the centroid); the aspects,
+clusters of opinion sentences with counts and quotes (client/aspects.py), named in one
+JSON-constrained generator call that also writes the summary. Then, across the entities of the
+call, strengths and weaknesses are computed from the aspects (no generator): they are not cached,
+so an entity's cached result serves any set of rivals.
 `SyncAnalyzer` (client/sync.py) runs the same calls for code without an event loop.
+The result's JSON is documented by client/result.schema.json (RESULT_SCHEMA_VERSION).
 """
 import asyncio
+import base64
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from reviewlens.client import prompts, wire
+from reviewlens.client import aspects, prompts, sentences, wire
+from reviewlens.client.aspects import Aspect, Contrast, Profile, Quote, Sentence
 from reviewlens.client.cache import Cache, content_hash, decode_sentiment, encode_sentiment
 from reviewlens.client.metrics import ClientMetrics, LLMCall
-from reviewlens.client.selection import centroid, distinctive, mmr
+from reviewlens.client.selection import centroid, mmr
 from reviewlens.client.settings import Settings
 from reviewlens.client.transport import TritonPool
 from reviewlens.client.wire import GenerationParams
@@ -31,11 +36,15 @@ from reviewlens.ensemble import interface as api
 
 log = logging.getLogger("reviewlens.client")
 
-# The version of EntityAnalysis's JSON, part of every whole-entity cache key: a result cached
-# before its schema changed is never served after the change. Bump it with any field change.
-RESULT_SCHEMA_VERSION = 2
-# Rounding each review's label confidence and similarity keeps results readable.
+# The version of EntityAnalysis's JSON (client/result.schema.json), part of every whole-entity
+# cache key: a result cached before its schema changed is never served after the change. Bump it
+# (and the schema's "schema_version" const) with any field change.
+RESULT_SCHEMA_VERSION = 3
+RESULT_SCHEMA = Path(__file__).with_name("result.schema.json")
+# Rounding each review's label confidence keeps results readable.
 DIGITS = 4
+# The code that turns reviews into aspects: a change to it invalidates cached results.
+ASPECT_CODE = content_hash(*(Path(m.__file__).read_text() for m in (sentences, aspects)))
 
 
 def is_doubtful(text: str, confidence: float, settings: Settings) -> bool:
@@ -81,25 +90,47 @@ class EntityAnalysis:
     reviews: list[ReviewSentiment]
     sentiment_ratio: dict[str, float]        # share of reviews per label
     representative: dict[str, list[str]]     # per label, top-K reviews quoted verbatim
-    summary: dict[str, list[str]]            # "positive" / "negative" aspects
-    strengths: list[str]
+    aspects: list[Aspect]                    # praised and criticised, with counts and quotes
+    summary: str
+    strengths: list[Contrast] = field(default_factory=list)   # against the other entities of the call
+    weaknesses: list[Contrast] = field(default_factory=list)
+    comparison: dict = field(default_factory=dict)            # rivals, rival_reviews, note
     metrics: dict = field(default_factory=dict)
+    schema_version: int = RESULT_SCHEMA_VERSION
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "EntityAnalysis":
-        return cls(**{**data, "reviews": [ReviewSentiment(**r) for r in data["reviews"]]})
+        def contrast(c: dict) -> Contrast:
+            return Contrast(**{**c, "evidence": [Quote(**q) for q in c["evidence"]]})
+        return cls(**{**data, "reviews": [ReviewSentiment(**r) for r in data["reviews"]],
+                      "aspects": [Aspect(**{**a, "evidence": [Quote(**q) for q in a["evidence"]]})
+                                  for a in data["aspects"]],
+                      "strengths": [contrast(c) for c in data["strengths"]],
+                      "weaknesses": [contrast(c) for c in data["weaknesses"]]})
 
 
 @dataclass
 class _Prepared:
     entity: Entity
     sentiments: list[ReviewSentiment]
-    embeddings: np.ndarray
-    centroids: dict[str, np.ndarray]
+    embeddings: np.ndarray                   # one row per review
+    sentences: list[Sentence]
+    sentence_embeddings: np.ndarray          # one row per sentence
     counts: dict = field(default_factory=dict)
+
+
+def _profile_to_json(profile: Profile) -> dict:
+    return {"n_reviews": profile.n_reviews, "polarities": profile.polarities, "review_ids": profile.review_ids,
+            "centres": base64.b64encode(np.asarray(profile.centres, "<f4").tobytes()).decode("ascii"),
+            "dimensions": int(profile.centres.shape[1])}
+
+
+def _profile_from_json(data: dict) -> Profile:
+    centres = np.frombuffer(base64.b64decode(data["centres"]), "<f4").reshape(-1, data["dimensions"])
+    return Profile(data["n_reviews"], data["polarities"], centres, data["review_ids"])
 
 
 class Analyzer:
@@ -143,98 +174,118 @@ class Analyzer:
         return (await self.analyze_many([entity]))[0]
 
     async def analyze_many(self, entities: list[Entity], on_done=None) -> list[EntityAnalysis]:
-        """Entities concurrently (at most `settings.concurrency` at a time); strengths are measured
-        against the other entities of the call. on_done(result) is called as each one finishes."""
+        """Entities concurrently (at most `settings.concurrency` at a time); strengths and
+        weaknesses are measured against the other entities of the call. on_done(result) is called
+        as each entity's own analysis is ready; its strengths and weaknesses are filled in (on the
+        same object) once every entity is."""
         for entity in entities:
             entity.validate()
         ids = [e.entity_id for e in entities]
         if len(set(ids)) != len(ids):
             raise ValueError("entity ids repeat; give each entity once with all its reviews")
-        # Strengths depend on the other entities, so every key carries the reviews of all of them.
-        all_reviews = content_hash(*sorted(f"{e.entity_id}\0{content_hash(*sorted(e.reviews))}" for e in entities))
-        keys = {e.entity_id: self._entity_key(e, all_reviews) for e in entities}
+        keys = {e.entity_id: self._entity_key(e) for e in entities}
         cached = await self.cache.get_many(list(keys.values()))
         results: dict[str, EntityAnalysis] = {}
+        profiles: dict[str, Profile] = {}
         for entity, raw in zip(entities, cached):
             if raw is not None:
-                results[entity.entity_id] = EntityAnalysis.from_json(json.loads(raw))
+                stored = json.loads(raw)
+                results[entity.entity_id] = EntityAnalysis.from_json(stored["analysis"])
                 results[entity.entity_id].metrics = {"from_cache": True}
+                profiles[entity.entity_id] = _profile_from_json(stored["profile"])
                 self.metrics.entity_done(from_cache=True)
                 if on_done:
                     on_done(results[entity.entity_id])
-        todo = [e for e in entities if e.entity_id not in results]
-        if todo:
-            # Strengths are measured against every entity's positive centroid, so all entities are
-            # prepared (cheap when their reviews are cached); each summary starts as soon as its
-            # own entity is prepared.
-            preparing = {e.entity_id: asyncio.ensure_future(self._bounded(self._prepare(e))) for e in entities}
-            everyone = asyncio.ensure_future(asyncio.gather(*preparing.values()))
 
-            async def rivals_of(entity_id: str) -> list[np.ndarray]:
-                return [p.centroids["positive"] for p in await everyone
-                        if p.entity.entity_id != entity_id and "positive" in p.centroids]
-
-            async def finish(entity):
-                result = await self._finish(await preparing[entity.entity_id], rivals_of(entity.entity_id))
-                await self.cache.set_json(keys[entity.entity_id], result.to_json(), self.settings.entity_ttl_s)
-                results[entity.entity_id] = result
-                self.metrics.entity_done(from_cache=False)
-                if on_done:
-                    on_done(result)
-            finishing = [asyncio.ensure_future(finish(e)) for e in todo]
-            try:
-                await asyncio.gather(*finishing)
-            finally:
-                # After a failure (the caller gets the first one), stop the work still in flight for
-                # the other entities, and take the failures that came with it so that none is
-                # reported as never retrieved. Entities finished before it stay cached.
-                for future in [*finishing, *preparing.values(), everyone]:
-                    if not future.done():
-                        future.cancel()
-                    elif not future.cancelled():
-                        future.exception()
+        async def analyse(entity: Entity) -> None:
+            result, profile = await self._bounded(self._analyse_one(entity))
+            stored = {"analysis": result.to_json(), "profile": _profile_to_json(profile)}
+            await self.cache.set_json(keys[entity.entity_id], stored, self.settings.entity_ttl_s)
+            results[entity.entity_id], profiles[entity.entity_id] = result, profile
+            self.metrics.entity_done(from_cache=False)
+            if on_done:
+                on_done(result)
+        running = [asyncio.ensure_future(analyse(e)) for e in entities if e.entity_id not in results]
+        try:
+            await asyncio.gather(*running)
+        finally:
+            # After a failure (the caller gets the first one), stop the work still in flight for
+            # the other entities, and take the failures that came with it so that none is
+            # reported as never retrieved. Entities finished before it stay cached.
+            for future in running:
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()
+        self._compare(results, profiles)
         return [results[i] for i in ids]
 
-    def _entity_key(self, entity: Entity, all_reviews: str) -> str:
+    def _compare(self, results: dict[str, EntityAnalysis], profiles: dict[str, Profile]) -> None:
+        """Fill in every result's strengths and weaknesses against the other entities."""
         s = self.settings
-        inputs = json.dumps([RESULT_SCHEMA_VERSION, entity.entity_id, entity.name, all_reviews, s.recheck_below,
-                             s.contrast_words, s.top_k, s.mmr_lambda, s.prompt_token_budget, s.entity_kind,
-                             s.temperature, s.top_p, s.seed, s.recheck_batch, prompts.FINGERPRINT])
-        return self._key("entity", api.GENERATOR.name, content_hash(inputs, *self.versions.values()))
+        for entity_id, result in results.items():
+            rivals = [p for other, p in profiles.items() if other != entity_id]
+            found = aspects.contrasts(result.aspects, profiles[entity_id], rivals, match_similarity=s.match_similarity,
+                                      gap=s.strength_gap, p_value=s.strength_p)
+            result.strengths = [c for c in found if c.polarity == "positive"]
+            result.weaknesses = [c for c in found if c.polarity == "negative"]
+            result.comparison = {
+                "rivals": len(rivals), "rival_reviews": sum(p.n_reviews for p in rivals),
+                "note": None if rivals else "strengths and weaknesses need at least two entities in the call"}
+
+    def _entity_key(self, entity: Entity) -> str:
+        s = self.settings
+        inputs = json.dumps([RESULT_SCHEMA_VERSION, entity.entity_id, entity.name, s.recheck_below,
+                             s.contrast_words, s.top_k, s.mmr_lambda, s.entity_kind, s.temperature, s.top_p, s.seed,
+                             s.recheck_batch, s.opinion_confidence, s.max_aspects, s.min_aspect_share,
+                             s.evidence_quotes, prompts.FINGERPRINT, ASPECT_CODE])
+        return self._key("entity", api.GENERATOR.name, content_hash(inputs, *entity.reviews, *self.versions.values()))
 
     async def _bounded(self, coroutine):
         async with self._semaphore:
             return await coroutine
 
+    async def _analyse_one(self, entity: Entity) -> tuple[EntityAnalysis, Profile]:
+        return await self._finish(await self._prepare(entity))
+
     async def _prepare(self, entity: Entity) -> _Prepared:
         started = time.perf_counter()
         texts = entity.reviews
-        digests = [content_hash(t) for t in texts]
-        classified, new_sentiments = await self._cached_per_review(
-            api.SENTIMENT.name, digests, texts, self.pool.sentiment, encode_sentiment, decode_sentiment)
-        embeddings, new_embeddings = await self._cached_per_review(
-            api.EMBED.name, digests, texts, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
+        found = [(i, span) for i, text in enumerate(texts) for span in sentences.split(text)]
+        sentence_texts = [texts[i][span.start:span.end] for i, span in found]
+        # Reviews and sentences go to the encoders together; a one-sentence review is sent once.
+        unique = list(dict.fromkeys([*texts, *sentence_texts]))
+        digests = [content_hash(t) for t in unique]
+        classified, new_sentiments = await self._cached_per_text(
+            api.SENTIMENT.name, digests, unique, self.pool.sentiment, encode_sentiment, decode_sentiment)
+        embedded, new_embeddings = await self._cached_per_text(
+            api.EMBED.name, digests, unique, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
             lambda raw: np.frombuffer(raw, "<f4"))
-        doubtful = [i for i, s in enumerate(classified) if is_doubtful(texts[i], s.confidence, self.settings)]
+        row = {text: i for i, text in enumerate(unique)}
+        review_rows = [row[t] for t in texts]
+        sentence_rows = [row[t] for t in sentence_texts]
+        review_classes = [classified[r] for r in review_rows]
+        doubtful = [i for i, c in enumerate(review_classes) if is_doubtful(texts[i], c.confidence, self.settings)]
         batches = [doubtful[start:start + self.settings.recheck_batch]
                    for start in range(0, len(doubtful), self.settings.recheck_batch)]
         rechecked = await asyncio.gather(*(self._recheck([texts[i] for i in batch]) for batch in batches))
-        labels = [s.label for s in classified]
+        labels = [c.label for c in review_classes]
         for batch, batch_labels in zip(batches, rechecked):
             for i, label in zip(batch, batch_labels):
                 labels[i] = label
-        sentiments = [ReviewSentiment(t, label, round(s.confidence, DIGITS), i in doubtful)
-                      for i, (t, s, label) in enumerate(zip(texts, classified, labels))]
-        matrix = np.stack(embeddings).astype(np.float32)
-        centroids = {label: centroid(matrix[[i for i, l in enumerate(labels) if l == label]])
-                     for label in prompts.LABELS if label in labels}
-        counts = {"reviews": len(texts), "classified": new_sentiments, "embedded": new_embeddings,
-                  "rechecked": len(doubtful), "prepare_s": round(time.perf_counter() - started, 3)}
-        return _Prepared(entity, sentiments, matrix, centroids, counts)
+        reviews = [ReviewSentiment(t, label, round(c.confidence, DIGITS), i in doubtful)
+                   for i, (t, c, label) in enumerate(zip(texts, review_classes, labels))]
+        sentence_list = [Sentence(i, span.start, span.end, text, classified[r].label, classified[r].confidence)
+                         for (i, span), text, r in zip(found, sentence_texts, sentence_rows)]
+        matrix = np.stack(embedded).astype(np.float32)
+        counts = {"reviews": len(texts), "sentences": len(sentence_list), "classified": new_sentiments,
+                  "embedded": new_embeddings, "rechecked": len(doubtful),
+                  "prepare_s": round(time.perf_counter() - started, 3)}
+        return _Prepared(entity, reviews, matrix[review_rows], sentence_list, matrix[sentence_rows], counts)
 
-    async def _cached_per_review(self, model, digests, texts, infer, encode, decode):
+    async def _cached_per_text(self, model, digests, texts, infer, encode, decode):
         """Values for every text: from Redis where present, else from Triton (then stored)."""
-        keys = [self._key("review", model, d) for d in digests]
+        keys = [self._key("text", model, d) for d in digests]
         raws = await self.cache.get_many(keys)
         values = [None if raw is None else decode(raw) for raw in raws]
         missing = [i for i, v in enumerate(values) if v is None]
@@ -270,34 +321,36 @@ class Analyzer:
         await self.cache.set_json(key, answer, self.settings.llm_ttl_s)
         return answer, call
 
-    async def _finish(self, prepared: _Prepared, rivals: Awaitable[list[np.ndarray]]) -> EntityAnalysis:
+    async def _finish(self, prepared: _Prepared) -> tuple[EntityAnalysis, Profile]:
         started = time.perf_counter()
         s, entity, matrix = self.settings, prepared.entity, prepared.embeddings
         rows = {label: [i for i, r in enumerate(prepared.sentiments) if r.label == label] for label in prompts.LABELS}
         representative = {}
         for label, members in rows.items():
-            chosen = mmr(matrix[members], prepared.centroids[label], s.top_k, s.mmr_lambda) if members else []
+            chosen = mmr(matrix[members], centroid(matrix[members]), s.top_k, s.mmr_lambda) if members else []
             representative[label] = [entity.reviews[members[i]] for i in chosen]
-        present = [label for label in prompts.LABELS if representative[label]]
-        summary_texts = [text for label in reversed(present)
-                         for text in prompts.within_budget(representative[label], s.prompt_token_budget // len(present))]
-        praise = rows["positive"] or rows["negative"]
-        own = prepared.centroids.get("positive", prepared.centroids.get("negative"))
-
-        async def strengths_answer():
-            ranked = distinctive(matrix[praise], own, await rivals, s.top_k)
-            texts = prompts.within_budget([entity.reviews[praise[i]] for i in ranked], s.prompt_token_budget // 2)
-            return await self._generate("strengths", prompts.strengths_messages(s.entity_kind, texts),
-                                        prompts.STRENGTHS_SCHEMA)
-        (summary, summary_call), (strengths, strengths_call) = await asyncio.gather(
-            self._generate("summary", prompts.summary_messages(s.entity_kind, summary_texts),
-                           prompts.summary_schema(present)),
-            strengths_answer())
         total = len(entity.reviews)
-        return EntityAnalysis(
+        clusters = aspects.clusters_of(
+            prepared.sentences, prepared.sentence_embeddings, total, min_confidence=s.opinion_confidence,
+            min_share=s.min_aspect_share, max_aspects=s.max_aspects, evidence=s.evidence_quotes, mmr_lambda=s.mmr_lambda)
+        names, summary, calls = [], "", []
+        if clusters:
+            language = prompts.language_of(entity.reviews)
+            evidence = [(c.polarity, c.keywords, [prepared.sentences[i].text for i in c.evidence]) for c in clusters]
+            answer, call = await self._generate("naming", prompts.naming_messages(s.entity_kind, language, evidence),
+                                                prompts.naming_schema(len(clusters), language))
+            names, summary, calls = answer["names"], prompts.whole_sentences(answer["summary"]), [asdict(call)]
+        named = aspects.named(clusters, names, prepared.sentences, entity.reviews, total)
+        dimensions = prepared.sentence_embeddings.shape[1]
+        profile = Profile(total, [c.polarity for c in clusters],
+                          np.stack([c.centre for c in clusters]) if clusters else np.zeros((0, dimensions), np.float32),
+                          [c.review_ids for c in clusters])
+        opinions = sum(aspects.is_opinion(x, s.opinion_confidence) for x in prepared.sentences)
+        in_aspects = sum(len(c.members) for c in clusters)
+        result = EntityAnalysis(
             entity.entity_id, entity.name, prepared.sentiments,
             {label: round(len(rows[label]) / total, DIGITS) for label in prompts.LABELS},
-            representative, summary, strengths["strengths"],
-            {**prepared.counts, "from_cache": False, "finish_s": round(time.perf_counter() - started, 3),
-             "llm": [asdict(summary_call), asdict(strengths_call)]})
-
+            representative, named, summary,
+            metrics={**prepared.counts, "opinion_sentences": opinions, "in_aspects": in_aspects, "from_cache": False,
+                     "finish_s": round(time.perf_counter() - started, 3), "llm": calls})
+        return result, profile

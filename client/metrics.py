@@ -16,7 +16,7 @@ _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 
 @dataclass
 class LLMCall:
-    kind: str                 # recheck / summary / strengths
+    kind: str                 # recheck / naming
     cached: bool = False      # answered from Redis, no generation
     prompt_tokens: int = 0
     output_tokens: int = 0

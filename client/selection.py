@@ -1,4 +1,4 @@
-"""Representative reviews: the centroid of a polarity's embeddings and a diverse top-K around it."""
+"""Representative texts: the centroid of a set of embeddings and a diverse top-K around it."""
 import numpy as np
 
 
@@ -28,14 +28,3 @@ def mmr(embeddings: np.ndarray, query: np.ndarray, k: int, trade_off: float = 0.
         candidates[best] = False
         redundancy = np.maximum(redundancy, embeddings @ embeddings[best])
     return chosen
-
-
-def distinctive(embeddings: np.ndarray, own: np.ndarray, others: list[np.ndarray], k: int) -> list[int]:
-    """Rows that are typical of `own` centroid and least like any of the `others` centroids: what
-    this entity's reviewers praise that reviewers of the other entities do not."""
-    if len(embeddings) == 0:
-        return []
-    score = embeddings @ own
-    if others:
-        score = score - np.max(embeddings @ np.stack(others).T, axis=1)
-    return [int(i) for i in np.argsort(-score)[:k]]

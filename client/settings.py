@@ -27,8 +27,19 @@ class Settings:
     # Representative reviews: top-K per polarity around the centroid, MMR trade-off (1 = relevance only).
     top_k: int = 20
     mmr_lambda: float = 0.7
-    # Review text that goes into one summary or strengths prompt (estimated tokens).
-    prompt_token_budget: int = 240
+    # Aspects (client/aspects.py): a sentence is an opinion when its label's confidence reaches
+    # opinion_confidence; per polarity at most max_aspects aspects, each with at least
+    # min_aspect_share of the entity's reviews (and 2 reviews), each quoted by evidence_quotes sentences.
+    opinion_confidence: float = 0.75
+    max_aspects: int = 4
+    min_aspect_share: float = 0.05
+    evidence_quotes: int = 3
+    # Strengths and weaknesses: a rival's aspect matches when its centroid is within match_similarity
+    # cosine; an aspect is clearly above the rivals when its share is at least strength_gap higher
+    # and a one-sided two-proportion z-test gives p below strength_p.
+    match_similarity: float = 0.6
+    strength_gap: float = 0.10
+    strength_p: float = 0.05
     # Names the entities in prompts ("movie", "restaurant", "product").
     entity_kind: str = "movie"
     # Entities analysed at the same time by analyze_many.
@@ -77,7 +88,13 @@ class Settings:
             (0.0 <= self.recheck_below <= 1.0, "recheck_below must be within [0, 1]"),
             (1 <= self.top_k <= 200, "top_k must be within [1, 200]"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be within [0, 1]"),
-            (self.prompt_token_budget >= 20, "prompt_token_budget must be at least 20"),
+            (0.5 <= self.opinion_confidence <= 1.0, "opinion_confidence must be within [0.5, 1]"),
+            (1 <= self.max_aspects <= 10, "max_aspects must be within [1, 10]"),
+            (0.0 <= self.min_aspect_share <= 1.0, "min_aspect_share must be within [0, 1]"),
+            (1 <= self.evidence_quotes <= 3, "evidence_quotes must be within [1, 3]"),
+            (-1.0 <= self.match_similarity <= 1.0, "match_similarity must be within [-1, 1]"),
+            (0.0 <= self.strength_gap <= 1.0 and 0.0 < self.strength_p <= 1.0,
+             "strength_gap must be within [0, 1] and strength_p within (0, 1]"),
             (self.concurrency >= 1, "concurrency must be at least 1"),
             (self.deadline_s > 0 and self.sla_ttft_s > 0, "deadline_s and sla_ttft_s must be positive"),
             (self.retry_window_s >= 0 and self.backoff_s > 0 and self.rest_s >= 0,

@@ -4,8 +4,9 @@
 
 Takes the best-covered movies of the held-out split (Rotten Tomatoes reviews of movies the
 classifier never saw), writes them as reviews.jsonl and runs `reviewlens analyze` on it: sentiment
-per review (doubtful ones re-checked by the generator), representative reviews, summary and
-strengths per movie, with a run log and an HTML report. The same file is analysed a second time
+per review (doubtful ones re-checked by the generator), the aspects reviewers praise and criticise
+with their counts and quotes, a summary, and strengths and weaknesses against the other movies,
+with a run log and an HTML report. The same file is analysed a second time
 to show the warm Redis cache, then the generator streams a free-text summary of the first movie.
 """
 import argparse

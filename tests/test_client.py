@@ -6,11 +6,13 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import psutil
 import pytest
 import redis
 from typer.testing import CliRunner
 
+from reviewlens.client import analysis
 from reviewlens.client.analysis import Entity
 from reviewlens.client.sync import SyncAnalyzer
 from reviewlens.ensemble import interface as api
@@ -49,10 +51,27 @@ def analyse(settings: Settings, entities: list[Entity], on_done=None):
         return analyzer.analyze_many(entities, on_done)
 
 
+def assert_grounded_and_consistent(result, entity: Entity) -> None:
+    """What every result promises: its schema, exact quotes, consistent counts."""
+    jsonschema.validate(result.to_json(), json.loads(analysis.RESULT_SCHEMA.read_text()))
+    n = len(entity.reviews)
+    for aspect in result.aspects:
+        assert aspect.reviews <= aspect.mentions <= result.metrics.get("sentences", aspect.mentions)
+        assert aspect.reviews <= n and aspect.share == round(aspect.reviews / n, 4)
+        assert len(aspect.name.split()) <= 4
+        for quote in aspect.evidence:
+            assert entity.reviews[quote.review][quote.start:quote.end] == quote.text
+    names = [a.name.casefold() for a in result.aspects]
+    assert len(set(names)) == len(names)
+    for contrast in [*result.strengths, *result.weaknesses]:
+        assert contrast.aspect in [a.name for a in result.aspects] and contrast.share > contrast.rival_share
+
+
 def test_analysis_of_several_entities(settings, entities):
     results = analyse(settings, entities)
     assert [r.entity_id for r in results] == [e.entity_id for e in entities]
     for entity, result in zip(entities, results):
+        assert_grounded_and_consistent(result, entity)
         assert [r.text for r in result.reviews] == entity.reviews
         assert all(r.label in LABELS and 0.5 <= r.confidence <= 1.0 for r in result.reviews)
         labels = [r.label for r in result.reviews]
@@ -60,12 +79,60 @@ def test_analysis_of_several_entities(settings, entities):
         for label, quoted in result.representative.items():
             assert quoted and len(quoted) <= settings.top_k or label not in labels
             assert set(quoted) == {r.text for r in result.reviews if r.label == label}   # K > reviews: all, verbatim
-        assert set(result.summary) == {"positive", "negative"}
-        assert all(isinstance(aspect, str) for aspects in result.summary.values() for aspect in aspects)
-        assert all(isinstance(s, str) for s in result.strengths)
+        assert result.aspects and result.summary
+        assert result.comparison == {"rivals": 2, "rival_reviews": 2 * REVIEWS_PER_ENTITY, "note": None}
         if not result.metrics["from_cache"]:
-            assert result.metrics["classified"] <= len(entity.reviews)
-            assert [c["kind"] for c in result.metrics["llm"]] == ["summary", "strengths"]
+            assert result.metrics["classified"] <= len(entity.reviews) + result.metrics["sentences"]
+            assert [c["kind"] for c in result.metrics["llm"]] == ["naming"]
+
+
+def test_an_entity_of_glowing_reviews_has_no_criticised_aspect(settings):
+    glowing = Entity("glowing", ["A wonderful, moving film.", "The cast is superb and the story is beautiful.",
+                                 "Gorgeous photography and a lovely score.", "One of the best films of the year.",
+                                 "Funny, warm and beautifully acted.", "A delight from start to finish."])
+    (result,) = analyse(settings, [glowing])
+    assert_grounded_and_consistent(result, glowing)
+    assert result.aspects and {a.polarity for a in result.aspects} == {"positive"}
+
+
+def test_a_one_review_entity_and_an_entity_of_one_word_reviews_are_analysed(settings):
+    single = Entity("single", ["The acting is wonderful and the music is lovely."])
+    terse = Entity("terse", ["Great", "Awful", "Boring", "Superb", "Brilliant", "Dreadful"])
+    results = analyse(settings, [single, terse])
+    for entity, result in zip([single, terse], results):
+        assert_grounded_and_consistent(result, entity)
+        assert len(result.reviews) == len(entity.reviews)
+    assert all(a.reviews == 1 and a.share == 1.0 for a in results[0].aspects)
+
+
+def test_korean_reviews_get_korean_aspect_names_and_summary(settings):
+    korean = [
+        Entity("gukbap", ["국물이 진하고 정말 맛있어요.", "사장님이 친절하시고 반찬 리필도 잘 해주세요.",
+                          "가격이 저렴해서 자주 와요.", "국물 맛이 깊고 고기가 많아요.", "직원분들이 너무 친절해요.",
+                          "주차가 불편하고 매장이 좁아요.", "가성비 최고예요. 양도 많아요.", "웨이팅이 너무 길어요."]),
+        Entity("cafe", ["커피가 향긋하고 맛있어요.", "인테리어가 예쁘고 분위기가 좋아요.", "디저트가 너무 비싸요.",
+                        "자리가 불편하고 시끄러워요.", "라떼가 부드럽고 맛있어요.", "창가 자리 분위기가 좋아요."])]
+    results = analyse(settings, korean)
+    for entity, result in zip(korean, results):
+        assert_grounded_and_consistent(result, entity)
+        assert result.aspects
+        for text in [*(a.name for a in result.aspects if a.named_by == "generator"), result.summary]:
+            hangul = sum("\uac00" <= c <= "\ud7a3" for c in text)
+            assert hangul and not any("\u4e00" <= c <= "\u9fff" for c in text), text   # Korean, no Chinese
+
+
+def test_strengths_need_another_entity_and_say_so(settings, entities):
+    (alone,) = analyse(settings, entities[:1])
+    assert alone.strengths == [] and alone.weaknesses == []
+    assert alone.comparison == {"rivals": 0, "rival_reviews": 0,
+                                "note": "strengths and weaknesses need at least two entities in the call"}
+
+
+def test_a_result_cached_before_a_schema_change_is_not_served_after_it(settings, entities, monkeypatch):
+    analyse(settings, entities[:1])
+    assert analyse(settings, entities[:1])[0].metrics == {"from_cache": True}
+    monkeypatch.setattr(analysis, "RESULT_SCHEMA_VERSION", analysis.RESULT_SCHEMA_VERSION + 1)
+    assert analyse(settings, entities[:1])[0].metrics["from_cache"] is False
 
 
 def test_second_run_is_served_from_the_cache_without_any_inference(settings, entities, grpc):
@@ -96,7 +163,7 @@ def test_redis_stopped_mid_run_the_run_completes_and_caching_resumes(triton, ent
     try:
         with caplog.at_level(logging.WARNING, logger="reviewlens.client"):
             results = analyse(settings, two, on_done=lambda _: cache.stop())
-        assert len(results) == 2 and all(r.summary for r in results)
+        assert len(results) == 2 and all(r.aspects for r in results)
         assert sum("unreachable" in m for m in caplog.messages) == 1
         cache.start()
         analyse(settings, two)
@@ -111,11 +178,10 @@ def test_a_review_with_instructions_does_not_change_the_output_format(triton):
     entity = Entity("injected", ["A warm, funny film with a great cast.", "Dull and far too long.", attack,
                                  "The music is lovely."])
     result = analyse(Settings(urls=(triton.grpc_url,), redis_url=None), [entity])[0]
-    assert set(result.summary) == {"positive", "negative"} and isinstance(result.strengths, list)
-    assert attack in [r.text for r in result.reviews]
+    assert attack in [r.text for r in result.reviews] and result.aspects
     # The instruction had no effect: nothing the generator wrote says what the review asked for.
-    written = [*result.summary["positive"], *result.summary["negative"], *result.strengths]
-    assert written and not any("hacked" in phrase.lower() for phrase in written)
+    written = [*(a.name for a in result.aspects if a.named_by == "generator"), result.summary]
+    assert result.summary and not any("hacked" in phrase.lower() for phrase in written)
 
 
 def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, entities, caplog):
@@ -123,7 +189,7 @@ def test_one_dead_server_among_two_the_run_completes_and_is_tried_once(triton, e
     settings = Settings(urls=(dead, triton.grpc_url), redis_url=None, backoff_s=0.01, rest_s=600.0)
     with caplog.at_level(logging.INFO, logger="reviewlens.client"):
         result = analyse(settings, [Entity("pair", entities[0].reviews[:3])])[0]
-    assert len(result.reviews) == 3 and set(result.summary) == {"positive", "negative"}
+    assert len(result.reviews) == 3 and isinstance(result.summary, str)
     assert sum(dead in m and "unavailable" in m for m in caplog.messages) == 1
 
 
@@ -169,13 +235,13 @@ def test_precompute_is_idempotent(settings, entities, tmp_path):
     assert "precomputed 2 entities: 0 analysed, 2 already cached" in again.output
 
 
-def test_prompts_quote_only_top_reviews_within_the_budget(settings, entities):
+def test_the_naming_prompt_quotes_a_few_sentences_per_aspect_not_every_review(settings, entities):
     entity = Entity("long", [t + " " + t for e in entities for t in e.reviews])
     result = analyse(settings, [entity])[0]
-    call = result.metrics["llm"][0]
-    # The prompt holds the instructions and the quoted reviews that fit the budget, not all 18.
+    (call,) = result.metrics["llm"]
+    # The prompt holds the instructions and at most QUOTES_PER_ASPECT quotes per aspect, not all 18 reviews.
     all_reviews = sum(estimate_tokens(t) for t in entity.reviews)
-    assert call["prompt_tokens"] < all_reviews
+    assert call["kind"] == "naming" and call["prompt_tokens"] < all_reviews
 
 
 def test_generator_metrics_are_exposed_for_prometheus(triton):
@@ -184,13 +250,14 @@ def test_generator_metrics_are_exposed_for_prometheus(triton):
     port = free_port()
     with SyncAnalyzer(settings) as analyzer:
         analyzer.metrics.serve(port, settings.metrics_host)
-        analyzer.analyze(Entity("metered", ["Gorgeous to look at.", "The plot makes no sense."]))
+        analyzer.analyze(Entity("metered", ["Gorgeous to look at.", "The plot makes no sense.", "Gorgeous colours.",
+                                            "The plot is a mess."]))
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         listening = [c for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN
                      and c.laddr.port == port]
     assert [c.laddr.ip for c in listening] == ["127.0.0.1"]  # loopback only, like the servers
-    assert 'reviewlens_llm_ttft_seconds_count{kind="summary"} 1.0' in text
-    assert 'reviewlens_llm_tokens_total{direction="output",kind="strengths"}' in text
+    assert 'reviewlens_llm_ttft_seconds_count{kind="naming"} 1.0' in text
+    assert 'reviewlens_llm_tokens_total{direction="output",kind="naming"}' in text
     assert 'reviewlens_cache_lookups_total{result="miss"}' in text
 
 
