@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import grpc
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -83,6 +84,8 @@ def _analyse(path: Path, settings: Settings, metrics_port, quiet: bool, top: int
         _fail(f"{error}. Is tritonserver running (`make serve`)?", 1)
     except InferenceServerException as error:
         _fail(f"Triton answered: {error.message()}", 1)
+    except grpc.RpcError as error:  # a streamed generation's failure, e.g. its deadline (deadline_s)
+        _fail(f"Triton call failed: {error.code().name}: {error.details()}", 1)
     except ValueError as error:
         _fail(str(error), 2)
     return results, metrics
