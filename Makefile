@@ -23,7 +23,7 @@ SETUP_STAMP := $(VENV)/.setup-$(SETUP_KEY)
 SERVE_SETUP_STAMP := $(SERVE_VENV)/.setup-$(SETUP_KEY)
 APT_PACKAGES := redis-server libb64-0d chromium chromium-driver
 
-.PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf clean \
+.PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf reliability clean \
         gpu-configs onnx-fp16 engines-gpu engine-classifier-gpu engine-embedder-gpu trtllm-engine image-gpu serve-gpu
 
 help:  ## list the targets
@@ -88,6 +88,9 @@ perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/resu
 	$(PY) perf/bench_perf_analyzer.py
 	$(PY) perf/bench_generator.py
 	$(PY) perf/bench_analysis.py
+
+reliability: build  ## load, overload, bad input, fuzzing, Redis and tritonserver killed, a stop under load (~10 min); perf/results/reliability.*
+	$(PY) perf/reliability.py
 
 # GPU profile (README.md, "GPU profile"). Its configs are derived from model_repository/*/config.pbtxt
 # by build_engines/gpu/model_configs.py; the engine targets need an NVIDIA GPU with TensorRT / TensorRT-LLM
