@@ -62,6 +62,8 @@ COSINE_GATE = 0.99           # embedder: mean cosine to FP32
 INT8_LEVELS = 127            # symmetric INT8 codes -127..127, for weights and activations
 ACTIVATION_ZERO_POINT = 128  # activation codes shifted into uint8, for the u8s8 kernel
 SCALE_FLOOR = 1e-12          # a row or weight column of zeros still gets a usable scale
+QUANTIZE_PER_ROW_OPSET = 21  # QuantizeLinear with block_size (one scale per row: a block the row's width)
+QUANTIZE_PER_ROW_IR_VERSION = 10  # what opset 21 requires
 QDQ_MAX_EXCLUDED_FRACTION = 1 / 3
 QDQ_OP_TYPES = ["MatMul", "Gemm"]
 CALIBRATION_BATCH_SIZE = 16
@@ -175,9 +177,10 @@ def per_token_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of `model` with every MatMul whose weight is an initializer computed on INT8 codes.
 
     X @ W becomes MatMulIntegerToFloat(codes(X), int8(W), 1, w_scale, 128) * x_scale, where per
-    row of X, x_scale = max |x| / 127 and codes(X) = round(X / x_scale) + 128 (uint8), and per
-    column of W, w_scale = max |w| / 127. An activation feeding several MatMuls (Q, K and V) is
-    quantized once. Node outputs keep their names, so the rest of the graph is untouched.
+    row of X, x_scale = max |x| / 127 and codes(X) = round(X / x_scale) + 128 (uint8: a blocked
+    QuantizeLinear whose block is the whole row, hence opset 21), and per column of W,
+    w_scale = max |w| / 127. An activation feeding several MatMuls (Q, K and V) is quantized once.
+    Node outputs keep their names, so the rest of the graph is untouched.
     """
     model = copy.deepcopy(model)
     graph = model.graph
@@ -189,7 +192,6 @@ def per_token_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     shared = [numpy_helper.from_array(np.array([-1], np.int64), "per_token_last_axis"),
               numpy_helper.from_array(np.array(SCALE_FLOOR, np.float32), "per_token_scale_floor"),
               numpy_helper.from_array(np.array(1 / INT8_LEVELS, np.float32), "per_token_inverse_levels"),
-              numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.float32), "per_token_zero_point_float"),
               numpy_helper.from_array(np.array(ACTIVATION_ZERO_POINT, np.uint8), "per_token_zero_point"),
               numpy_helper.from_array(np.array(1.0, np.float32), "per_token_unit_scale")]
     quantized_activations: dict[str, tuple[str, str]] = {}  # activation -> (uint8 codes, row scales)
@@ -199,12 +201,11 @@ def per_token_int8(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
             continue
         activation, weight_name = node.input
+        weight = numpy_helper.to_array(weights[weight_name])  # [K, N]
         if activation not in quantized_activations:
-            quantize_nodes, quantized_activations[activation] = _quantize_per_token(activation)
+            quantize_nodes, quantized_activations[activation] = _quantize_per_token(activation, weight.shape[0])
             nodes.extend(quantize_nodes)
         codes, row_scales = quantized_activations[activation]
-
-        weight = numpy_helper.to_array(weights[weight_name])  # [K, N]
         weight_scale = np.maximum(np.abs(weight).max(axis=0), SCALE_FLOOR) / INT8_LEVELS
         weight_codes = np.clip(np.round(weight / weight_scale), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
         graph.initializer.extend([numpy_helper.from_array(weight_codes, f"{weight_name}_int8"),
@@ -224,11 +225,15 @@ def per_token_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, QUANTIZE_PER_ROW_OPSET)
+    model.ir_version = max(model.ir_version, QUANTIZE_PER_ROW_IR_VERSION)
     return model
 
 
-def _quantize_per_token(activation: str) -> tuple[list[onnx.NodeProto], tuple[str, str]]:
-    """Nodes turning a float activation into uint8 codes and one scale per row (keepdims: [..., 1])."""
+def _quantize_per_token(activation: str, width: int) -> tuple[list[onnx.NodeProto], tuple[str, str]]:
+    """Nodes turning a float activation [..., width] into uint8 codes and one scale per row ([..., 1])."""
     name = f"{activation}_per_token"
     codes, row_scales = f"{name}_codes", f"{name}_scales"
     steps = [
@@ -236,10 +241,10 @@ def _quantize_per_token(activation: str) -> tuple[list[onnx.NodeProto], tuple[st
         ("ReduceMax", [f"{name}_abs", "per_token_last_axis"], f"{name}_max", {"keepdims": 1}),
         ("Max", [f"{name}_max", "per_token_scale_floor"], f"{name}_max_floored", {}),
         ("Mul", [f"{name}_max_floored", "per_token_inverse_levels"], row_scales, {}),
-        ("Div", [activation, row_scales], f"{name}_scaled", {}),
-        ("Round", [f"{name}_scaled"], f"{name}_rounded", {}),
-        ("Add", [f"{name}_rounded", "per_token_zero_point_float"], f"{name}_shifted", {}),
-        ("Cast", [f"{name}_shifted"], codes, {"to": TensorProto.UINT8}),
+        # Blocked QuantizeLinear wants a zero point per block, in the scales' shape.
+        ("Shape", [row_scales], f"{name}_scales_shape", {}),
+        ("Expand", ["per_token_zero_point", f"{name}_scales_shape"], f"{name}_zero_points", {}),
+        ("QuantizeLinear", [activation, row_scales, f"{name}_zero_points"], codes, {"axis": -1, "block_size": width}),
     ]
     nodes = [helper.make_node(op, inputs, [output], name=output, **attributes) for op, inputs, output, attributes in steps]
     return nodes, (codes, row_scales)
