@@ -54,8 +54,8 @@ from reviewlens.local.tritonserver import EXIT_TIMEOUT_S, TritonServer, free_por
 ENSEMBLES = (api.SENTIMENT.name, api.EMBED.name)
 # Share of each model in the sustained load and the fuzzing: the generator decodes ~25 tokens/s on
 # the 2 cores, so it gets few requests, each a short prompt and a few tokens.
-LOAD_MIX = {api.SENTIMENT.name: 0.69, api.EMBED.name: 0.30, api.GENERATOR.name: 0.01}
-FUZZ_MIX = {api.SENTIMENT.name: 0.60, api.EMBED.name: 0.39, api.GENERATOR.name: 0.01}
+LOAD_MIX = {api.SENTIMENT.name: 0.695, api.EMBED.name: 0.30, api.GENERATOR.name: 0.005}
+FUZZ_MIX = {api.SENTIMENT.name: 0.60, api.EMBED.name: 0.395, api.GENERATOR.name: 0.005}
 LOAD_MAX_TOKENS = 4
 MAX_RSS_GROWTH = 0.10
 GOOD_NEIGHBOURS = 8
@@ -63,7 +63,7 @@ GREEDY = GenerationParams(temperature=0.0)
 SIZES = {  # full run, --quick
     "load_requests": (10_000, 600), "load_warmup": (500, 100), "concurrency": (64, 64),
     "burst_sentiment": (3_000, 1_500), "burst_generator": (100, 80), "fuzz_cases": (10_000, 600),
-    "entities": (2, 2), "reviews_per_entity": (4, 3), "stop_callers": (32, 16),
+    "entities": (2, 2), "reviews_per_entity": (3, 3), "stop_callers": (32, 16),
 }
 
 
@@ -72,11 +72,15 @@ def size(args, name: str) -> int:
 
 
 def server_answers(server: TritonServer) -> dict:
-    """READY, and one request to each served model answered."""
-    with SyncClient(server.grpc_url, Settings(retry_window_s=0)) as client:
-        label = client.sentiment(["Still here and still great."])[0].label
-        norm = float(np.linalg.norm(client.embed(["Still here."])[0]))
-        tokens = client.generate(faults.short_prompt("fine"), 2, GREEDY).output_tokens
+    """READY, and one request to each served model answered (or what went wrong, within a minute)."""
+    with SyncClient(server.grpc_url, Settings(retry_window_s=0, deadline_s=60)) as client:
+        try:
+            label = client.sentiment(["Still here and still great."])[0].label
+            norm = float(np.linalg.norm(client.embed(["Still here."])[0]))
+            tokens = client.generate(faults.short_prompt("fine"), 2, GREEDY).output_tokens
+        except Exception as error:  # noqa: BLE001  (a server that stopped answering is a finding)
+            return {"ready": server.is_ready(), "sentiment": None, "generator_tokens": 0,
+                    "failed": " / ".join(faults.classify(error))}
     return {"ready": server.is_ready(), "sentiment": label, "embed_norm": round(norm, 4), "generator_tokens": tokens}
 
 
@@ -95,7 +99,7 @@ def sustained_load(server: TritonServer, reviews: list[str], args) -> dict:
              for _ in range(warmup + count)]
     # No retry window: a refusal comes back as one, so nothing is hidden; a deadline turns a hang
     # into a loss instead of a stuck run.
-    settings = Settings(retry_window_s=0, deadline_s=120)
+    settings = Settings(retry_window_s=0, deadline_s=600)
 
     with SyncClient(server.grpc_url, settings) as client:
         def call(item) -> Outcome:
@@ -632,7 +636,7 @@ def markdown(report: dict) -> str:
     lines = results.header(report, "Reliability: load, overload, bad input, fuzzing and faults",
                            f"Triton {report['triton_version']}, real tritonserver and redis-server on loopback;")
     load, rss = report["load"], report["load"]["rss_mib"]
-    mix = ", ".join(f"{share:.0%} {model}" for model, share in load["mix"].items())
+    mix = ", ".join(f"{share:.1%} {model}" for model, share in load["mix"].items())
     lines += ["## 1. Sustained load", "",
               f"{load['requests']:,} requests ({mix}; one review per sentiment/embed request, a short prompt and "
               f"{load['generator_max_tokens']} output tokens per generator request) from {load['concurrency']} "
@@ -664,7 +668,8 @@ def markdown(report: dict) -> str:
         o = over[model]
         lines.append(f"| {model} | {o['sent_at_once']:,} | {o['answered']:,} | {o['refused_queue_full']:,} | "
                      f"{o['refused'] - o['refused_queue_full']} | {o['error']} | {o['lost']} | {o['p50_ms']} |")
-    messages = sorted({m for model in (api.SENTIMENT.name, api.GENERATOR.name) for m in over[model]["details"]})
+    messages = sorted({faults.one_line(*m.split(": ", 1)) for model in (api.SENTIMENT.name, api.GENERATOR.name)
+                       for m in over[model]["details"]})
     lines += ["", "Refusals said: " + "; ".join(f"`{m}`" for m in messages[:4]) + ".", "",
               f"After: {_after(over)}.", ""]
 
@@ -678,13 +683,13 @@ def markdown(report: dict) -> str:
               "|---|---|---|---|---|---:|"]
     for r in bad["cases"]:
         mark = "" if r["as_expected"] else " **(unexpected)**"
-        message = r["observed_message"].replace("|", "\\|") or "-"
+        message = faults.one_line(*r["observed_message"].split(": ", 1)).replace("|", "/") if r["observed_message"] else "-"
         lines.append(f"| {r['model']} | {r['case']} | {r['expected']} | {r['observed']}{mark} | `{message}` | "
                      f"{r['neighbours_answered']}/{r['neighbours']} |")
     lines.append("")
 
     fz = report["fuzz"]
-    fuzz_mix = ", ".join(f"{share:.0%} {model}" for model, share in fz["mix"].items())
+    fuzz_mix = ", ".join(f"{share:.1%} {model}" for model, share in fz["mix"].items())
     lines += ["## 4. Fuzzing", "",
               f"{fz['cases']:,} requests ({fuzz_mix}; {fz['multi_row_requests']:,} sentiment/embed requests of 2-8 rows, "
               "the generator with max_tokens 1) at concurrency 64, in "
@@ -719,8 +724,9 @@ def markdown(report: dict) -> str:
               "SIGKILLed as the first entity finished and a new server started at once on the same ports: the run "
               f"**{sr['outcome']}** with {sr['results']} results in order. Kill to READY again: **{sr['kill_to_ready_s']} s**; "
               f"kill to the next entity done: **{sr['kill_to_next_entity_done_s']} s**; kill to the end of the run: "
-              f"{sr['kill_to_run_end_s']} s ({sr['client_retries']} client retries logged; the last "
-              f"{sr['last_retry_after_ready_s']} s after the new server was READY). "
+              f"{sr['kill_to_run_end_s']} s ({sr['client_retries']} client retries logged, the last "
+              + (f"{abs(sr['last_retry_after_ready_s'])} s {'after' if sr['last_retry_after_ready_s'] >= 0 else 'before'} "
+                 "the new server was READY). " if sr["last_retry_after_ready_s"] is not None else "one unknown). ")
               + (f"Error: `{sr['error']}`. " if sr["error"] else "")
               + "First client lines after the kill: " + "; ".join(f"`{line}`" for line in sr["client_log"][:3]) + ".", "",
               f"After: {_after(sr)}.", ""]

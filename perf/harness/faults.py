@@ -54,9 +54,11 @@ class Outcome:
 
 
 def one_line(status: str, message: str) -> str:
-    """`status: message` on one line, with loopback ports written PORT so that messages group."""
+    """`status: message` on one line, with loopback ports and request ids written PORT and ID so
+    that messages group."""
     text = " ".join(f"{status}: {message}".split())
-    return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)[:240]
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", text)
+    return re.sub(r"request id: [0-9a-f]{32}", "request id: ID", text)[:240]
 
 
 def classify(error: BaseException) -> tuple[str, str]:
