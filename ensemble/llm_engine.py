@@ -336,6 +336,7 @@ class LlamaEngine:
             request, tokens = self._waiting[0]
             if request.is_cancelled():
                 self._waiting.pop(0)
+                self._lock.notify_all()  # a place is free: wake execute(), waiting for capacity
                 self._end(request, tokens, "cancelled")
                 request.on_cancel()
                 continue
@@ -347,6 +348,7 @@ class LlamaEngine:
             try:
                 sampler = self._sampler(request)
             except GenerationError as err:
+                self._lock.notify_all()
                 self._end(request, tokens, "error")
                 request.on_error(str(err))
                 continue

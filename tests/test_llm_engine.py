@@ -127,3 +127,27 @@ def test_a_cancelled_request_is_reported_with_the_tokens_generated_before_it_sto
     figures = REPORTED[-1]
     assert figures.finish_reason == "cancelled"
     assert 3 <= figures.output_tokens < 10
+
+
+def test_requests_cancelled_before_they_got_a_slot_give_their_place_back(engine):
+    """execute() waits for capacity once the engine holds max_sequences requests; requests
+    cancelled while waiting must wake it, or the model takes no request again (seen under load)."""
+    cancelled, ended = threading.Event(), threading.Semaphore(0)
+
+    def story(max_tokens: int) -> Generation:
+        return Generation(prompt=chatml([{"role": "user", "content": "Tell a long story about a film."}]),
+                          max_tokens=max_tokens, is_cancelled=cancelled.is_set, on_cancel=ended.release,
+                          on_done=lambda text, figures: ended.release(), on_error=lambda message: ended.release())
+    for request in (story(256), story(256), story(4), story(4)):   # two decode, two wait for a slot
+        engine.submit(request, engine.check(request))
+    # No timeout: wait_for_capacity(timeout) answers True once the timeout ends with room, which
+    # would hide a missed wake-up. A waiter that is never woken stays blocked (a daemon thread;
+    # closing the engine ends it).
+    waiter = threading.Thread(target=engine.wait_for_capacity, daemon=True)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive() and engine.load() >= engine.max_sequences   # it is waiting for capacity
+    cancelled.set()
+    assert all(ended.acquire(timeout=120) for _ in range(4)) and engine.load() == 0
+    waiter.join(60)
+    assert not waiter.is_alive(), "execute() was not woken although the engine holds no request"
