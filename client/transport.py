@@ -39,11 +39,22 @@ class ServersUnavailable(RuntimeError):
 QUEUE_FULL = "Exceeds maximum queue size"
 
 
+# What a stopping tritonserver answers once its models have unloaded and before its endpoint
+# closes (about 1 to 6 s after SIGINT, perf/results/reliability.md): NOT_FOUND with this text.
+STOPPING = "has no available versions"
+
+
 def _unavailable(error: Exception) -> bool:
-    """No server took the call: down, restarting, or refusing for now (a full queue)."""
+    """No server took the call: down, restarting, stopping, or refusing for now (a full queue)."""
     if isinstance(error, InferenceServerException):
-        return error.status() == "StatusCode.UNAVAILABLE" or _refused(error)
-    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+        return error.status() == "StatusCode.UNAVAILABLE" or _refused(error) or _stopping(error)
+    if isinstance(error, grpc.RpcError):
+        return error.code() == grpc.StatusCode.UNAVAILABLE or _stopping(error)
+    return False
+
+
+def _stopping(error: Exception) -> bool:
+    return "NOT_FOUND" in _cause(error) and STOPPING in _cause(error)
 
 
 def _refused(error: Exception) -> bool:

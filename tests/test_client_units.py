@@ -154,3 +154,14 @@ def test_a_review_of_only_zero_width_characters_is_refused_as_empty():
     from reviewlens.client.analysis import Entity
     with pytest.raises(ValueError, match="entity 'z': review 0 is empty"):
         Entity("z", ["\u200b\u200e\u202e"]).validate()
+
+
+def test_a_stopping_servers_not_found_is_retried_elsewhere_but_an_unknown_model_is_not():
+    from tritonclient.utils import InferenceServerException
+    from reviewlens.client import transport
+    # What tritonserver answers between unloading its models and closing its endpoint at a stop.
+    stopping = InferenceServerException("Request for unknown model: 'sentiment' has no available versions",
+                                        status="StatusCode.NOT_FOUND")
+    unknown = InferenceServerException("Request for unknown model: 'sentimnet' is not found",
+                                       status="StatusCode.NOT_FOUND")
+    assert transport._unavailable(stopping) and not transport._unavailable(unknown)
