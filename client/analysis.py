@@ -48,8 +48,11 @@ ASPECT_CODE = content_hash(*(Path(m.__file__).read_text() for m in (sentences, a
 
 
 def is_doubtful(text: str, confidence: float, settings: Settings) -> bool:
-    """Re-check rule: low classifier confidence, or a word that turns the sentence around (matched
-    as a whole word in English; as a substring for Korean endings such as "지만")."""
+    """Re-check rule, when re-checks are on (recheck_below > 0): low classifier confidence, or a
+    word that turns the sentence around (matched as a whole word in English; as a substring for
+    Korean endings such as "지만")."""
+    if settings.recheck_below == 0:
+        return False
     words = set(re.findall(r"\w+", text.lower()))
     contrast = any(w in words if w.isascii() else w in text for w in settings.contrast_words)
     return confidence < settings.recheck_below or contrast
@@ -170,7 +173,7 @@ class Analyzer:
         return f"rl:{kind}:{model}@{self.versions[model]}:{digest}"
 
     async def analyze(self, entity: Entity) -> EntityAnalysis:
-        """One entity on its own (its strengths are then its most typical praise)."""
+        """One entity on its own (it has no strengths or weaknesses then: nothing to compare with)."""
         return (await self.analyze_many([entity]))[0]
 
     async def analyze_many(self, entities: list[Entity], on_done=None) -> list[EntityAnalysis]:

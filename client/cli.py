@@ -38,7 +38,7 @@ REDIS = typer.Option(None, "--redis", help="Redis URL for the cache, e.g. redis:
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write Redis.")
 TOP_K = typer.Option(None, "--top-k", help="Representative reviews per polarity (default 20).")
 CONCURRENCY = typer.Option(None, "--concurrency", help="Entities analysed at the same time (default 4).")
-RECHECK = typer.Option(None, "--recheck-below", help="Re-check reviews whose classifier confidence is below this with the generator (default 0.8).")
+RECHECK = typer.Option(None, "--recheck-below", help="Re-check reviews whose classifier confidence is below this (or with a contrast word) with the generator; 0, the default, turns re-checks off (0.8 is the measured setting).")
 KIND = typer.Option(None, "--kind", help='What the entities are, as prompts name them (default "movie").')
 RUN_DIR = typer.Option(Path("build/runs"), "--run-dir", help="Where each run's log and HTML report go.")
 METRICS_PORT = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while running.")

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import jsonschema
 import psutil
@@ -68,7 +69,9 @@ def assert_grounded_and_consistent(result, entity: Entity) -> None:
 
 
 def test_analysis_of_several_entities(settings, entities):
+    settings = replace(settings, recheck_below=0.8)   # re-checks on (off by default)
     results = analyse(settings, entities)
+    assert sum(r.metrics["rechecked"] for r in results) > 0
     assert [r.entity_id for r in results] == [e.entity_id for e in entities]
     for entity, result in zip(entities, results):
         assert_grounded_and_consistent(result, entity)
@@ -82,6 +85,7 @@ def test_analysis_of_several_entities(settings, entities):
         assert result.aspects and result.summary
         assert result.comparison == {"rivals": 2, "rival_reviews": 2 * REVIEWS_PER_ENTITY, "note": None}
         if not result.metrics["from_cache"]:
+            assert result.metrics["rechecked"] == sum(r.rechecked for r in result.reviews)
             assert result.metrics["classified"] <= len(entity.reviews) + result.metrics["sentences"]
             assert [c["kind"] for c in result.metrics["llm"]] == ["naming"]
 

@@ -114,7 +114,8 @@ def test_cached_sentiment_is_compact_and_round_trips():
     ("좋았지만 너무 길다", True), ("A triumph.", False)])
 def test_contrast_words_mark_a_confident_review_doubtful(text, doubtful):
     from reviewlens.client.analysis import is_doubtful
-    assert is_doubtful(text, 0.99, Settings()) is doubtful
+    assert is_doubtful(text, 0.99, Settings(recheck_below=0.8)) is doubtful
+    assert is_doubtful(text, 0.51, Settings()) is False   # re-checks are off by default
 
 
 def test_an_entity_with_a_huge_review_is_refused_before_any_request():
