@@ -1,5 +1,6 @@
 """The llama.cpp engine and chat formatting without Triton: prefix reuse, stop words, the template,
 the figures reported for every request."""
+import json
 import threading
 
 import jinja2
@@ -151,3 +152,20 @@ def test_requests_cancelled_before_they_got_a_slot_give_their_place_back(engine)
     assert all(ended.acquire(timeout=120) for _ in range(4)) and engine.load() == 0
     waiter.join(60)
     assert not waiter.is_alive(), "execute() was not woken although the engine holds no request"
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
+def test_grammar_overrides_the_tokens_the_model_prefers(engine, temperature):
+    """The grammar checks the token the chain picks and cuts the vocabulary only when it refuses it:
+    an answer the model would never choose must still come out exactly as the schema says."""
+    schema = {"type": "object", "properties": {"animal": {"enum": ["zebra"]}, "legs": {"type": "integer", "maximum": 9}},
+              "required": ["animal", "legs"], "additionalProperties": False}
+    outcome, done = {}, threading.Event()
+    request = Generation(prompt=chatml([{"role": "user", "content": "Write a haiku about the sea."}]), max_tokens=40,
+                         temperature=temperature, seed=3, guide_type="json_schema", guide=json.dumps(schema),
+                         on_done=lambda text, figures: (outcome.update(text=text), done.set()),
+                         on_error=lambda message: (outcome.update(error=message), done.set()))
+    engine.submit(request, engine.check(request))
+    assert done.wait(300) and "error" not in outcome, outcome
+    answer = json.loads(outcome["text"])
+    assert answer["animal"] == "zebra" and 0 <= answer["legs"] <= 9
