@@ -43,6 +43,8 @@ RESULT_SCHEMA_VERSION = 3
 RESULT_SCHEMA = Path(__file__).with_name("result.schema.json")
 # Rounding each review's label confidence keeps results readable.
 DIGITS = 4
+# The generator's queue levels (its config's priority_levels: 2): online requests go before batch work.
+ONLINE, BATCH = 1, 2
 # The code that turns reviews into aspects: a change to it invalidates cached results.
 ASPECT_CODE = content_hash(*(Path(m.__file__).read_text() for m in (sentences, aspects)))
 
@@ -123,6 +125,7 @@ class _Prepared:
     sentences: list[Sentence]
     sentence_embeddings: np.ndarray          # one row per sentence
     counts: dict = field(default_factory=dict)
+    calls: list[dict] = field(default_factory=list)  # its re-check calls (LLMCall as dicts)
 
 
 def _profile_to_json(profile: Profile) -> dict:
@@ -169,18 +172,23 @@ class Analyzer:
         await self.pool.close()
         await self.cache.close()
 
-    def _key(self, kind: str, model: str, digest: str) -> str:
-        return f"rl:{kind}:{model}@{self.versions[model]}:{digest}"
+    def _key(self, kind: str, model: str, digest: str, entity: Entity) -> str:
+        """`rl:{<entity tag>}:<kind>:<model>@<version>:<content hash>`. The tag in braces is a Redis
+        Cluster hash tag: every key of one entity (its result, its texts' sentiment and embeddings,
+        its generator answers) lands in one slot, so each lookup is one round trip to one node."""
+        return f"rl:{{{content_hash(entity.entity_id)[:16]}}}:{kind}:{model}@{self.versions[model]}:{digest}"
 
     async def analyze(self, entity: Entity) -> EntityAnalysis:
-        """One entity on its own (it has no strengths or weaknesses then: nothing to compare with)."""
-        return (await self.analyze_many([entity]))[0]
+        """One entity on its own, as an online request: its generator calls go ahead of batch work
+        waiting in the generator's queue (priority ONLINE). It has no strengths or weaknesses: there
+        is nothing to compare it with."""
+        return (await self.analyze_many([entity], priority=ONLINE))[0]
 
-    async def analyze_many(self, entities: list[Entity], on_done=None) -> list[EntityAnalysis]:
+    async def analyze_many(self, entities: list[Entity], on_done=None, priority: int = BATCH) -> list[EntityAnalysis]:
         """Entities concurrently (at most `settings.concurrency` at a time); strengths and
         weaknesses are measured against the other entities of the call. on_done(result) is called
         as each entity's own analysis is ready; its strengths and weaknesses are filled in (on the
-        same object) once every entity is."""
+        same object) once every entity is. priority: the generator queue's level for its calls."""
         for entity in entities:
             entity.validate()
         ids = [e.entity_id for e in entities]
@@ -201,7 +209,7 @@ class Analyzer:
                     on_done(results[entity.entity_id])
 
         async def analyse(entity: Entity) -> None:
-            result, profile = await self._bounded(self._analyse_one(entity))
+            result, profile = await self._bounded(self._analyse_one(entity, priority))
             stored = {"analysis": result.to_json(), "profile": _profile_to_json(profile)}
             await self.cache.set_json(keys[entity.entity_id], stored, self.settings.entity_ttl_s)
             results[entity.entity_id], profiles[entity.entity_id] = result, profile
@@ -242,16 +250,17 @@ class Analyzer:
                              s.contrast_words, s.top_k, s.mmr_lambda, s.entity_kind, s.temperature, s.top_p, s.seed,
                              s.recheck_batch, s.opinion_confidence, s.max_aspects, s.min_aspect_share,
                              s.evidence_quotes, prompts.FINGERPRINT, ASPECT_CODE])
-        return self._key("entity", api.GENERATOR.name, content_hash(inputs, *entity.reviews, *self.versions.values()))
+        return self._key("entity", api.GENERATOR.name, content_hash(inputs, *entity.reviews, *self.versions.values()),
+                         entity)
 
     async def _bounded(self, coroutine):
         async with self._semaphore:
             return await coroutine
 
-    async def _analyse_one(self, entity: Entity) -> tuple[EntityAnalysis, Profile]:
-        return await self._finish(await self._prepare(entity))
+    async def _analyse_one(self, entity: Entity, priority: int) -> tuple[EntityAnalysis, Profile]:
+        return await self._finish(await self._prepare(entity, priority), priority)
 
-    async def _prepare(self, entity: Entity) -> _Prepared:
+    async def _prepare(self, entity: Entity, priority: int) -> _Prepared:
         started = time.perf_counter()
         texts = entity.reviews
         found = [(i, span) for i, text in enumerate(texts) for span in sentences.split(text)]
@@ -260,9 +269,9 @@ class Analyzer:
         unique = list(dict.fromkeys([*texts, *sentence_texts]))
         digests = [content_hash(t) for t in unique]
         classified, new_sentiments = await self._cached_per_text(
-            api.SENTIMENT.name, digests, unique, self.pool.sentiment, encode_sentiment, decode_sentiment)
+            entity, api.SENTIMENT.name, digests, unique, self.pool.sentiment, encode_sentiment, decode_sentiment)
         embedded, new_embeddings = await self._cached_per_text(
-            api.EMBED.name, digests, unique, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
+            entity, api.EMBED.name, digests, unique, self.pool.embed, lambda v: np.asarray(v, "<f4").tobytes(),
             lambda raw: np.frombuffer(raw, "<f4"))
         row = {text: i for i, text in enumerate(unique)}
         review_rows = [row[t] for t in texts]
@@ -271,9 +280,10 @@ class Analyzer:
         doubtful = [i for i, c in enumerate(review_classes) if is_doubtful(texts[i], c.confidence, self.settings)]
         batches = [doubtful[start:start + self.settings.recheck_batch]
                    for start in range(0, len(doubtful), self.settings.recheck_batch)]
-        rechecked = await asyncio.gather(*(self._recheck([texts[i] for i in batch]) for batch in batches))
+        rechecked = await asyncio.gather(*(self._recheck(entity, [texts[i] for i in batch], priority)
+                                           for batch in batches))
         labels = [c.label for c in review_classes]
-        for batch, batch_labels in zip(batches, rechecked):
+        for batch, (batch_labels, _) in zip(batches, rechecked):
             for i, label in zip(batch, batch_labels):
                 labels[i] = label
         reviews = [ReviewSentiment(t, label, round(c.confidence, DIGITS), i in doubtful)
@@ -284,11 +294,12 @@ class Analyzer:
         counts = {"reviews": len(texts), "sentences": len(sentence_list), "classified": new_sentiments,
                   "embedded": new_embeddings, "rechecked": len(doubtful),
                   "prepare_s": round(time.perf_counter() - started, 3)}
-        return _Prepared(entity, reviews, matrix[review_rows], sentence_list, matrix[sentence_rows], counts)
+        return _Prepared(entity, reviews, matrix[review_rows], sentence_list, matrix[sentence_rows], counts,
+                         [asdict(call) for _, call in rechecked])
 
-    async def _cached_per_text(self, model, digests, texts, infer, encode, decode):
-        """Values for every text: from Redis where present, else from Triton (then stored)."""
-        keys = [self._key("text", model, d) for d in digests]
+    async def _cached_per_text(self, entity, model, digests, texts, infer, encode, decode):
+        """Values for every text of the entity: from Redis where present, else from Triton (then stored)."""
+        keys = [self._key("text", model, d, entity) for d in digests]
         raws = await self.cache.get_many(keys)
         values = [None if raw is None else decode(raw) for raw in raws]
         missing = [i for i, v in enumerate(values) if v is None]
@@ -299,24 +310,24 @@ class Analyzer:
             await self.cache.set_many({keys[i]: encode(values[i]) for i in missing}, self.settings.review_ttl_s)
         return values, len(missing)
 
-    async def _recheck(self, texts: list[str]) -> list[str]:
-        answer, _ = await self._generate("recheck", prompts.recheck_messages(texts), prompts.recheck_schema(len(texts)))
-        return answer["labels"]
+    async def _recheck(self, entity: Entity, texts: list[str], priority: int) -> tuple[list[str], LLMCall]:
+        answer, call = await self._generate(entity, "recheck", prompts.recheck_messages(texts),
+                                            prompts.recheck_schema(len(texts)), priority)
+        return answer["labels"], call
 
-    async def _generate(self, kind: str, messages: list[dict[str, str]], schema: dict) -> tuple[dict, LLMCall]:
+    async def _generate(self, entity: Entity, kind: str, messages: list[dict[str, str]], schema: dict,
+                        priority: int) -> tuple[dict, LLMCall]:
         """A JSON-constrained generator call, served from the cache when the same prompt ran before."""
         prompt = self.chat_template(messages)
         params = replace(self._sampling, json_schema=schema)
-        key = self._key("llm", api.GENERATOR.name, content_hash(prompt, json.dumps(schema), repr(params)))
+        key = self._key("llm", api.GENERATOR.name, content_hash(prompt, json.dumps(schema), repr(params)), entity)
         cached = await self.cache.get_json(key)
         if cached is not None:
             call = LLMCall(kind, cached=True)
             self.metrics.llm_call(call)
             return cached, call
-        estimate = prompts.estimate_tokens(prompt)
         async with self._generator_slots:
-            generated = await self.pool.generate(prompt, prompts.max_tokens_for(schema), params,
-                                                 priority=1 if estimate <= self.settings.short_prompt_tokens else 2)
+            generated = await self.pool.generate(prompt, prompts.max_tokens_for(schema), params, priority=priority)
         answer = generated.json()
         call = LLMCall(kind, False, generated.prompt_tokens, generated.output_tokens,
                        round(generated.time_to_first_token_s, 3), round(generated.total_s, 3))
@@ -324,7 +335,7 @@ class Analyzer:
         await self.cache.set_json(key, answer, self.settings.llm_ttl_s)
         return answer, call
 
-    async def _finish(self, prepared: _Prepared) -> tuple[EntityAnalysis, Profile]:
+    async def _finish(self, prepared: _Prepared, priority: int) -> tuple[EntityAnalysis, Profile]:
         started = time.perf_counter()
         s, entity, matrix = self.settings, prepared.entity, prepared.embeddings
         rows = {label: [i for i, r in enumerate(prepared.sentiments) if r.label == label] for label in prompts.LABELS}
@@ -336,13 +347,13 @@ class Analyzer:
         clusters = aspects.clusters_of(
             prepared.sentences, prepared.sentence_embeddings, total, min_confidence=s.opinion_confidence,
             min_share=s.min_aspect_share, max_aspects=s.max_aspects, evidence=s.evidence_quotes, mmr_lambda=s.mmr_lambda)
-        names, summary, calls = [], "", []
+        names, summary, calls = [], "", prepared.calls
         if clusters:
             language = prompts.language_of(entity.reviews)
             evidence = [(c.polarity, c.keywords, [prepared.sentences[i].text for i in c.evidence]) for c in clusters]
-            answer, call = await self._generate("naming", prompts.naming_messages(s.entity_kind, language, evidence),
-                                                prompts.naming_schema(len(clusters), language))
-            names, summary, calls = answer["names"], prompts.whole_sentences(answer["summary"]), [asdict(call)]
+            answer, call = await self._generate(entity, "naming", prompts.naming_messages(s.entity_kind, language, evidence),
+                                                prompts.naming_schema(len(clusters), language), priority)
+            names, summary, calls = answer["names"], prompts.whole_sentences(answer["summary"]), [*calls, asdict(call)]
         named = aspects.named(clusters, names, prepared.sentences, entity.reviews, total)
         dimensions = prepared.sentence_embeddings.shape[1]
         profile = Profile(total, [c.polarity for c in clusters],

@@ -34,7 +34,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, for logs and grep
 
 URLS = typer.Option(None, "--url", help="Triton gRPC endpoint HOST:PORT; repeat for several servers (load is spread, dead ones skipped).")
-REDIS = typer.Option(None, "--redis", help="Redis URL for the cache, e.g. redis://127.0.0.1:6379/0.")
+REDIS = typer.Option(None, "--redis", help="Redis URL for the cache: redis://127.0.0.1:6379/0, or a Redis Cluster as "
+                     "redis+cluster://host:port[,host:port...].")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write Redis.")
 TOP_K = typer.Option(None, "--top-k", help="Representative reviews per polarity (default 20).")
 CONCURRENCY = typer.Option(None, "--concurrency", help="Entities analysed at the same time (default 4).")

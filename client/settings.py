@@ -8,6 +8,10 @@ from dataclasses import dataclass, fields, replace
 
 from reviewlens.ensemble import interface as api
 
+# One Redis (redis://, rediss:// with TLS, unix://) or a Redis Cluster (client/cache.py).
+REDIS_CLUSTER_SCHEME = "redis+cluster://"  # then host:port[,host:port...], nodes of the cluster
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", REDIS_CLUSTER_SCHEME)
+
 # Words that turn a sentence around: a review containing one is re-checked by the generator even
 # when the classifier is confident (seed 004 used "하지만" / "지만" for Korean reviews).
 CONTRAST_WORDS = ("but", "however", "although", "though", "yet", "except", "하지만", "지만", "그러나")
@@ -59,13 +63,13 @@ class Settings:
     # batcher merges concurrent requests), and doubtful reviews re-checked per generator call.
     batch_size: int = 64  # texts
     recheck_batch: int = 8
-    # Sampling of the generator calls. Greedy decoding makes the 1.5B CPU model repeat itself;
-    # mild sampling with a fixed seed does not, and stays reproducible.
-    temperature: float = 0.5
+    # Sampling of the generator calls: greedy by default. Its answers are JSON with bounded strings
+    # (labels, names of at most 4 words, a one-sentence summary), so greedy decoding's habit of
+    # repeating itself has no room; sampled names changed between two runs of the same input for
+    # 11 of 20 movies (perf/results/aspects.md). seed only matters when temperature > 0.
+    temperature: float = 0.0
     top_p: float = 0.9
     seed: int = 7  # any integer; the same seed gives the same answers
-    # Prompts estimated at or below this many tokens are short prefills and go first (priority 1).
-    short_prompt_tokens: int = 160
     # Goodput: a generator call is "good" when its time to first token is below this.
     sla_ttft_s: float = 2.0  # seconds
     # Seconds between attempts to reach Redis again after it went away.
@@ -88,6 +92,10 @@ class Settings:
         """Raise ValueError naming the first out-of-range setting."""
         checks = [
             (bool(self.urls), "urls: give at least one server URL"),
+            (self.redis_url is None or self.redis_url.startswith(REDIS_SCHEMES),
+             f"redis_url must start with one of {', '.join(REDIS_SCHEMES)} (or be empty: no cache), got {self.redis_url!r}"),
+            (not (self.redis_url or "").startswith(REDIS_CLUSTER_SCHEME) or cluster_nodes(self.redis_url),
+             f"redis_url {self.redis_url!r}: give the cluster's nodes as {REDIS_CLUSTER_SCHEME}host:port[,host:port...]"),
             (0.0 <= self.recheck_below <= 1.0, "recheck_below must be within [0, 1]"),
             (1 <= self.top_k <= 200, "top_k must be within [1, 200]"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be within [0, 1]"),
@@ -105,7 +113,6 @@ class Settings:
             (1 <= self.batch_size <= api.MAX_BATCH_SIZE, f"batch_size must be within [1, {api.MAX_BATCH_SIZE}]"),
             (self.redis_retry_s > 0, "redis_retry_s must be positive"),
             (self.temperature >= 0 and 0 < self.top_p <= 1, "temperature must be >= 0 and top_p within (0, 1]"),
-            (self.short_prompt_tokens >= 0, "short_prompt_tokens must not be negative"),
             (1 <= self.recheck_batch <= 32, "recheck_batch must be within [1, 32]"),
             (min(self.review_ttl_s, self.entity_ttl_s, self.llm_ttl_s) > 0, "TTLs must be positive"),
         ]
@@ -113,6 +120,17 @@ class Settings:
             if not ok:
                 raise ValueError(message)
         return self
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """(host, port) of each node in a redis+cluster:// URL; [] when one is not host:port."""
+    nodes = []
+    for node in url[len(REDIS_CLUSTER_SCHEME):].strip("/").split(","):
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit():
+            return []
+        nodes.append((host, int(port)))
+    return nodes
 
 
 def _parse(name: str, raw: str, default):

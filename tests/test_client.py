@@ -87,7 +87,8 @@ def test_analysis_of_several_entities(settings, entities):
         if not result.metrics["from_cache"]:
             assert result.metrics["rechecked"] == sum(r.rechecked for r in result.reviews)
             assert result.metrics["classified"] <= len(entity.reviews) + result.metrics["sentences"]
-            assert [c["kind"] for c in result.metrics["llm"]] == ["naming"]
+            recheck_calls = -(-result.metrics["rechecked"] // settings.recheck_batch)
+            assert [c["kind"] for c in result.metrics["llm"]] == ["recheck"] * recheck_calls + ["naming"]
 
 
 def test_an_entity_of_glowing_reviews_has_no_criticised_aspect(settings):

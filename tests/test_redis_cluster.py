@@ -1,0 +1,90 @@
+"""The cache on a real Redis Cluster of three masters (Debian's redis-server in cluster mode): a rerun
+served whole from the cluster, one slot per entity, a dead node survived."""
+import logging
+from collections import defaultdict
+
+import pytest
+import redis
+
+from reviewlens.client.analysis import Entity
+from reviewlens.client.settings import Settings
+from reviewlens.client.sync import SyncAnalyzer
+from reviewlens.local.redis_server import RedisClusterServer
+from reviewlens.local.sample_data import best_covered_movies
+from reviewlens.local.tritonserver import free_port
+
+from test_client import inference_counts
+
+
+def free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+@pytest.fixture
+def cluster():
+    ports = free_ports(6)
+    with RedisClusterServer(ports[:3], ports[3:]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def entities() -> list[Entity]:
+    """Three held-out movies, four real reviews each."""
+    return [Entity(m, texts[:4]) for m, texts in best_covered_movies(3).items()]
+
+
+def analyse(settings: Settings, entities: list[Entity], on_done=None):
+    with SyncAnalyzer(settings) as analyzer:
+        return analyzer.analyze_many(entities, on_done)
+
+
+def keys_by_node(cluster: RedisClusterServer) -> dict[int, list[bytes]]:
+    found = {}
+    for port in cluster.ports:
+        node = redis.Redis(port=port)
+        found[port] = list(node.scan_iter(count=1000))
+        node.close()
+    return found
+
+
+def test_a_rerun_is_served_whole_from_the_cluster_without_inference(triton, cluster, entities, grpc):
+    settings = Settings(urls=(triton.grpc_url,), redis_url=cluster.url)
+    first = analyse(settings, entities)
+    before = inference_counts(grpc)
+    second = analyse(settings, entities)
+    assert inference_counts(grpc) == before
+    assert all(r.metrics == {"from_cache": True} for r in second)
+    assert [r.to_json() | {"metrics": {}} for r in second] == [r.to_json() | {"metrics": {}} for r in first]
+
+
+def test_the_keys_of_one_entity_share_a_slot_and_entities_spread_over_the_masters(triton, cluster, entities):
+    analyse(Settings(urls=(triton.grpc_url,), redis_url=cluster.url), entities)
+    nodes_of_tag, slots_of_tag = defaultdict(set), defaultdict(set)
+    probe = redis.Redis(port=cluster.ports[0])
+    for port, keys in keys_by_node(cluster).items():
+        for key in keys:
+            tag = key.split(b"{", 1)[1].split(b"}", 1)[0]
+            nodes_of_tag[tag].add(port)
+            slots_of_tag[tag].add(probe.cluster("keyslot", key))
+    probe.close()
+    assert len(slots_of_tag) == len(entities)   # one hash tag per entity
+    assert all(len(slots) == 1 for slots in slots_of_tag.values())
+    assert len({port for ports in nodes_of_tag.values() for port in ports}) >= 2
+
+
+def test_a_master_stopped_mid_run_the_run_completes_uncached_with_one_warning(triton, cluster, entities, caplog):
+    settings = Settings(urls=(triton.grpc_url,), redis_url=cluster.url, redis_retry_s=600.0)
+    with caplog.at_level(logging.WARNING, logger="reviewlens.client"):
+        results = analyse(settings, entities[:2], on_done=lambda _: cluster.nodes[1].stop())
+    assert len(results) == 2 and all(r.aspects for r in results)
+    assert sum("unreachable" in m for m in caplog.messages) == 1
+
+
+def test_a_malformed_cluster_url_is_refused_by_name():
+    with pytest.raises(ValueError, match="redis_url"):
+        Settings(redis_url="redis+cluster://127.0.0.1").validate()
