@@ -10,21 +10,22 @@ max_tokens rule. One system at a time (the machine has 2 cores):
      pipeline, SentenceTransformer and llama-cpp-python `Llama(n_ctx=8192)` on the served GGUF,
      entity after entity: one re-check call per doubtful review (is_doubtful), then a JSON summary
      and JSON strengths with ALL the entity's reviews in the prompt;
-  2. the client (client/analysis.py): tritonserver (response cache on, as deployed) and a throwaway
-     redis-server; `SyncAnalyzer.analyze_many(entities)` on an empty Redis (cold), then again in a
-     new session (warm rerun): per review and per sentence sentiment and embeddings, re-checks of
-     the doubtful reviews in batches, aspects mined from the sentences and named with a summary in
-     ONE generator call per entity, strengths computed;
-  3. the client without re-checks (recheck_below 0, no contrast words), cold, on a fresh server and Redis;
+  2. the client (client/analysis.py) with its default Settings: tritonserver (response cache on,
+     as deployed) and a throwaway redis-server; `SyncAnalyzer.analyze_many(entities)` on an empty
+     Redis (cold), then again in a new session (warm rerun): per review and per sentence sentiment
+     and embeddings, aspects mined from the sentences and named with a summary in ONE generator
+     call per entity, strengths computed;
+  3. the client with the opt-in generator re-checks (recheck_below 0.8 and contrast words: the
+     doubtful reviews re-checked in batches), cold, on a fresh server and Redis;
   4. goodput: on a fresh server with the response cache off and no Redis (every request computed),
-     one other entity (the next best-covered movie) alone, then the batch of entities with that
-     entity analysed in its own session --goodput-delay seconds after the batch started.
+     one other entity (the next best-covered movie) alone by `analyze` (an online request, priority
+     1), then the batch of entities (`analyze_many`, priority 2) with that entity analysed in its own
+     session --goodput-delay seconds after the batch started.
 Model loading and server startup are timed apart. Tokens are counted by llama-cpp-python (baseline)
 and by the server (client). Labels are compared with the critics' fresh/rotten.
 Targets: client cold >= 5x faster than the baseline (wall time); warm rerun <= 2 % of the cold run.
 Writes analysis.json, .md, .png to perf/results/ (build/perf-smoke/ with --quick).
 """
-import math
 import os
 import threading
 import time
@@ -47,8 +48,8 @@ from reviewlens.local.tritonserver import free_port
 
 FULL_REVIEWS = 35  # the best-covered movies of the sample data have 35 held-out reviews
 TARGETS = {"speedup_cold": 5.0, "warm_vs_cold": 0.02}
-# The client without generator re-checks: only the naming call per entity is left.
-NO_RECHECKS = {"recheck_below": 0.0, "contrast_words": ()}
+# The client with its opt-in generator re-checks of doubtful reviews.
+WITH_RECHECKS = {"recheck_below": 0.8}
 
 
 def generator_calls(analyzer: SyncAnalyzer) -> list[dict]:
@@ -146,10 +147,10 @@ def per_kind(calls: list[dict]) -> dict[str, dict]:
     return kinds
 
 
-def per_entity(entities: list[Entity], baseline: dict | None, cold: dict, settings: Settings) -> dict:
-    """Generator calls, prompt and output tokens per entity. The baseline's are exact; the client's
-    naming call is exact (the result's metrics), its re-check calls are ceil(doubtful / recheck_batch)
-    and their tokens are the run's re-check tokens spread evenly (the result does not attribute them)."""
+def per_entity(entities: list[Entity], baseline: dict | None, cold: dict, rechecks: dict) -> dict:
+    """Generator calls, prompt and output tokens per entity, all exact: the baseline's calls, the
+    default client's (its naming call) and, with re-checks on, the doubtful reviews and the calls
+    each result lists in metrics["llm"]."""
     rows = {e.entity_id: {"entity_id": e.entity_id, "reviews": len(e.reviews)} for e in entities}
     if baseline:
         for call in baseline["calls"]:
@@ -157,28 +158,23 @@ def per_entity(entities: list[Entity], baseline: dict | None, cold: dict, settin
             row["baseline_calls"] = row.get("baseline_calls", 0) + 1
             for what in ("prompt_tokens", "output_tokens"):
                 row[f"baseline_{what}"] = row.get(f"baseline_{what}", 0) + call[what]
-    for result in cold["entities"]:
-        metrics = rows[result["entity_id"]]
-        m = result["metrics"]
-        metrics.update(sentences=m["sentences"], doubtful=m["rechecked"],
-                       client_recheck_calls=math.ceil(m["rechecked"] / settings.recheck_batch),
-                       client_naming_calls=len(m["llm"]),
-                       client_naming_prompt_tokens=sum(c["prompt_tokens"] for c in m["llm"]),
-                       client_naming_output_tokens=sum(c["output_tokens"] for c in m["llm"]))
+    for system, run in (("client", cold), ("rechecks", rechecks)):
+        for result in run["entities"]:
+            m = result["metrics"]
+            made = [c for c in m["llm"] if not c["cached"]]
+            rows[result["entity_id"]].update({
+                "sentences": m["sentences"], f"{system}_doubtful": m["rechecked"], f"{system}_calls": len(made),
+                **{f"{system}_{what}": sum(c[what] for c in made) for what in ("prompt_tokens", "output_tokens")}})
     count = len(entities)
-    kinds = per_kind(cold["calls"])
-    mean = {"client": {"calls": sum(k["calls"] for k in kinds.values()) / count,
-                       "prompt_tokens": sum(k["prompt_tokens"] for k in kinds.values()) / count,
-                       "output_tokens": sum(k["output_tokens"] for k in kinds.values()) / count}}
-    if baseline:
-        b = per_kind(baseline["calls"])
-        mean["baseline"] = {what: sum(k[what] for k in b.values()) / count
-                            for what in ("calls", "prompt_tokens", "output_tokens")}
-    return {"mean": {system: {k: round(v, 1) for k, v in figures.items()} for system, figures in mean.items()},
-            "rows": list(rows.values())}
+    mean = {}
+    for system, run in (("baseline", baseline), ("client", cold), ("client with re-checks", rechecks)):
+        if run:
+            t = totals(per_kind(run["calls"]))
+            mean[system] = {what: round(t[what] / count, 1) for what in ("calls", "prompt_tokens", "output_tokens")}
+    return {"mean": mean, "rows": list(rows.values())}
 
 
-def label_figures(entities: list[Entity], baseline: dict | None, cold: dict, no_rechecks: dict) -> dict:
+def label_figures(entities: list[Entity], baseline: dict | None, cold: dict, rechecks: dict) -> dict:
     """Label agreement with the critics' fresh/rotten (and between baseline and client)."""
     truth = critics_labels(entities)
 
@@ -187,10 +183,10 @@ def label_figures(entities: list[Entity], baseline: dict | None, cold: dict, no_
 
     def agree(a: dict, b: dict) -> float:
         return round(float(np.mean([x == y for e in entities for x, y in zip(a[e.entity_id], b[e.entity_id], strict=True)])), 4)
-    client, plain = labels_of(cold), labels_of(no_rechecks)
+    client, rechecked = labels_of(cold), labels_of(rechecks)
     figures = {"reviews": sum(len(e.reviews) for e in entities), "client_accuracy": agree(client, truth),
-               "client_no_rechecks_accuracy": agree(plain, truth),
-               "client_rechecked": sum(s["rechecked"] for r in cold["entities"] for s in r["reviews"])}
+               "client_rechecks_accuracy": agree(rechecked, truth),
+               "client_rechecked": sum(s["rechecked"] for r in rechecks["entities"] for s in r["reviews"])}
     if baseline:
         final = {r["entity_id"]: r["labels"] for r in baseline["entities"]}
         first = {r["entity_id"]: r["classifier_labels"] for r in baseline["entities"]}
@@ -207,22 +203,20 @@ def totals(kinds: dict) -> dict:
 def targets_and_reasons(report: dict) -> dict:
     """Each target with its measured value, met or missed, and a one-line reason from this run's figures."""
     baseline, client, s = report.get("baseline"), report["client"], report["settings"]
-    cold, warm, plain = client["cold"], client["warm"], report["client_no_rechecks"]["cold"]
+    cold, warm, rechecks = client["cold"], client["warm"], report["client_rechecks"]["cold"]
     targets = {"speedup_cold": {"name": "client cold >= 5x faster than the baseline", "value": None, "met": None,
                                 "measured": "not measured (--skip-baseline)", "reason": "baseline not run"}}
     if baseline:
         ratio = baseline["wall_s"] / cold["wall_s"]
         b, c = totals(report["calls"]["baseline"]), totals(report["calls"]["client_cold"])
-        recheck = report["calls"]["client_cold"].get("recheck", {"calls": 0, "prompt_tokens": 0})
         targets["speedup_cold"] = {
             "name": "client cold >= 5x faster than the baseline (wall time, same entities)", "value": round(ratio, 3),
             "met": ratio >= TARGETS["speedup_cold"], "measured": f"{ratio:.2f}x ({baseline['wall_s']:.1f} vs {cold['wall_s']:.1f} s)",
             "reason": f"the baseline spent {b['seconds']:.0f} of {baseline['wall_s']:.0f} s in {b['calls']} sequential "
                       f"generator calls ({b['prompt_tokens']} prompt / {b['output_tokens']} output tokens); the client "
-                      f"made {c['calls']} calls ({c['prompt_tokens']} prompt / {c['output_tokens']} output tokens, of "
-                      f"which {recheck['calls']} re-check calls with {recheck['prompt_tokens']} prompt tokens), up to "
-                      f"{s['concurrency']} entities at a time on the same {os.cpu_count()} cores; without re-checks "
-                      f"it takes {plain['wall_s']:.1f} s ({baseline['wall_s'] / plain['wall_s']:.2f}x)"}
+                      f"made {c['calls']} calls ({c['prompt_tokens']} prompt / {c['output_tokens']} output tokens), "
+                      f"up to {s['concurrency']} entities at a time on the same {os.cpu_count()} cores; with the "
+                      f"opt-in re-checks it takes {rechecks['wall_s']:.1f} s ({baseline['wall_s'] / rechecks['wall_s']:.2f}x)"}
     share = warm["wall_s"] / cold["wall_s"]
     targets["warm_vs_cold"] = {
         "name": "warm rerun <= 2 % of the cold run (same entities, same Redis)", "value": round(share, 5),
@@ -245,8 +239,8 @@ def measure(args, out) -> dict:
         print(f"baseline: {baseline['wall_s']:.1f} s (+ {baseline['load_s']:.1f} s loading)", flush=True)
     print("client (tritonserver + redis-server) ...", flush=True)
     client = run_client(entities, settings, ("cold", "warm"), "analysis")
-    print("client without re-checks (fresh tritonserver + redis-server) ...", flush=True)
-    no_rechecks = run_client(entities, replace(settings, **NO_RECHECKS), ("cold",), "analysis_no_rechecks")
+    print("client with re-checks (fresh tritonserver + redis-server) ...", flush=True)
+    rechecks = run_client(entities, replace(settings, **WITH_RECHECKS), ("cold",), "analysis_rechecks")
     print("goodput: one entity while the batch runs (fresh tritonserver, no caches) ...", flush=True)
     goodput = goodput_run(entities, single, settings, args.goodput_delay)
     gguf = served_file(api.GENERATOR, "model.gguf")
@@ -255,26 +249,28 @@ def measure(args, out) -> dict:
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("urls", "redis_url")},
         "entities": [{"entity_id": e.entity_id, "reviews": len(e.reviews)} for e in entities],
         "reviews_min": min(len(e.reviews) for e in entities), "reviews_max": max(len(e.reviews) for e in entities),
-        "baseline": baseline, "client": client, "client_no_rechecks": no_rechecks, "goodput": goodput,
+        "baseline": baseline, "client": client, "client_rechecks": rechecks, "goodput": goodput,
         "calls": {**({"baseline": per_kind(baseline["calls"])} if baseline else {}),
                   "client_cold": per_kind(client["cold"]["calls"]), "client_warm": per_kind(client["warm"]["calls"]),
-                  "client_no_rechecks": per_kind(no_rechecks["cold"]["calls"])},
-        "per_entity": per_entity(entities, baseline, client["cold"], settings),
-        "labels": label_figures(entities, baseline, client["cold"], no_rechecks["cold"]),
+                  "client_rechecks": per_kind(rechecks["cold"]["calls"])},
+        "per_entity": per_entity(entities, baseline, client["cold"], rechecks["cold"]),
+        "labels": label_figures(entities, baseline, client["cold"], rechecks["cold"]),
     }
     return {**report, "targets": targets_and_reasons(report)}
 
 
 def markdown(report: dict) -> str:
     s, client, baseline, labels = report["settings"], report["client"], report.get("baseline"), report["labels"]
-    cold, warm, plain = client["cold"], client["warm"], report["client_no_rechecks"]["cold"]
+    cold, warm, rechecks = client["cold"], client["warm"], report["client_rechecks"]["cold"]
     counts = {report["reviews_min"], report["reviews_max"]}
+    sampling = "" if s["temperature"] == 0 else f", top_p {s['top_p']}, seed {s['seed']}"
     lines = results.header(
         report, "Analysis: this client over Triton vs a seed-004-style in-process baseline",
         f"{len(report['entities'])} movies of `{report['data_source']}` with {'-'.join(map(str, sorted(counts)))} reviews "
         f"each ({labels['reviews']} reviews). Generator: {report['gguf']} (ChatML, JSON-schema grammar, temperature "
-        f"{s['temperature']}, top_p {s['top_p']}, seed {s['seed']}). Client settings: concurrency {s['concurrency']}, "
-        f"recheck_below {s['recheck_below']} and contrast words, recheck_batch {s['recheck_batch']}, max_aspects "
+        f"{s['temperature']}{sampling}). Client "
+        f"settings: concurrency {s['concurrency']}, re-checks off (with re-checks: recheck_below "
+        f"{WITH_RECHECKS['recheck_below']} and contrast words, recheck_batch {s['recheck_batch']}), max_aspects "
         f"{s['max_aspects']} per polarity. Triton {client['triton_version']}, llama-cpp-python "
         f"{report['machine']['versions'].get('llama_cpp_python', '?')};")
 
@@ -290,8 +286,8 @@ def markdown(report: dict) -> str:
     lines += [f"| client, cold (empty Redis) | {cold['wall_s']:.1f} | {versus(cold)} | {client['startup_s']} | {generated(cold)} |",
               f"| client, warm rerun ({warm['from_cache']} of {len(warm['entities'])} entities from Redis; "
               f"{warm['wall_s'] / cold['wall_s']:.2%} of cold) | {warm['wall_s']:.3f} | - | - | {generated(warm)} |",
-              f"| client without re-checks, cold | {plain['wall_s']:.1f} | {versus(plain)} | "
-              f"{report['client_no_rechecks']['startup_s']} | {generated(plain)} |", "",
+              f"| client with re-checks (opt-in), cold | {rechecks['wall_s']:.1f} | {versus(rechecks)} | "
+              f"{report['client_rechecks']['startup_s']} | {generated(rechecks)} |", "",
               "Wall time: from the first entity to the last result; loading the in-process models and starting "
               "tritonserver (all three models) are not included.", "", "## Targets", "",
               "| target | measured | | why |", "|---|---|---|---|"]
@@ -314,15 +310,18 @@ def markdown(report: dict) -> str:
     lines += ["## Generator work per entity", "",
               "| system | calls per entity | prompt tokens per entity | output tokens per entity |", "|---|---:|---:|---:|"]
     lines += [f"| {system} | {m['calls']} | {m['prompt_tokens']:.0f} | {m['output_tokens']:.0f} |" for system, m in pe["mean"].items()]
-    lines += ["", "Per entity: the baseline's calls and tokens (exact); the client's doubtful reviews, its re-check "
-              f"calls (doubtful / recheck_batch {s['recheck_batch']}, rounded up) and its one naming call's tokens "
-              "(exact; re-check tokens are not attributed to entities by the client).", "",
-              "| entity | reviews | sentences | baseline calls | baseline prompt / output tokens | doubtful | client "
-              "re-check calls | client naming prompt / output tokens |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "Per entity, generated calls and their tokens, all exact (a result lists its generator calls in "
+              "metrics[\"llm\"]): the baseline's; the default client's (its one naming call); with re-checks on, "
+              f"the doubtful reviews and every call (re-checks of up to {s['recheck_batch']} reviews, then naming).", "",
+              "| entity | reviews | sentences | baseline calls | baseline prompt / output tokens | client calls | client "
+              "prompt / output tokens | with re-checks: doubtful | calls | prompt / output tokens |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in pe["rows"]:
         lines.append(f"| {r['entity_id']} | {r['reviews']} | {r['sentences']} | {r.get('baseline_calls', '-')} | "
-                     f"{r.get('baseline_prompt_tokens', '-')} / {r.get('baseline_output_tokens', '-')} | {r['doubtful']} | "
-                     f"{r['client_recheck_calls']} | {r['client_naming_prompt_tokens']} / {r['client_naming_output_tokens']} |")
+                     f"{r.get('baseline_prompt_tokens', '-')} / {r.get('baseline_output_tokens', '-')} | "
+                     f"{r['client_calls']} | {r['client_prompt_tokens']} / {r['client_output_tokens']} | "
+                     f"{r['rechecks_doubtful']} | {r['rechecks_calls']} | {r['rechecks_prompt_tokens']} / "
+                     f"{r['rechecks_output_tokens']} |")
     g = report["goodput"]
     alone, during, batch = g["alone"], g["during_batch"], g["batch"]
 
@@ -351,8 +350,9 @@ def markdown(report: dict) -> str:
         lines += [f"| baseline (torch FP32 classifier + llama-cpp re-checks) | {labels['baseline_accuracy']:.1%} | "
                   f"{labels['baseline_rechecked']} |",
                   f"| baseline classifier alone | {labels['baseline_classifier_accuracy']:.1%} | 0 |"]
-    lines += [f"| client (served classifier + generator re-checks) | {labels['client_accuracy']:.1%} | {labels['client_rechecked']} |",
-              f"| client without re-checks | {labels['client_no_rechecks_accuracy']:.1%} | 0 |", ""]
+    lines += [f"| client (served classifier) | {labels['client_accuracy']:.1%} | 0 |",
+              f"| client with re-checks (served classifier + generator re-checks) | "
+              f"{labels['client_rechecks_accuracy']:.1%} | {labels['client_rechecked']} |", ""]
     if baseline:
         lines += [f"Baseline and client final labels agree for {labels['baseline_vs_client']:.1%} of "
                   f"{labels['reviews']} reviews.", ""]
@@ -365,7 +365,7 @@ def plot(report: dict, path) -> None:
     client = report["client"]
     systems = {**({"baseline": report["baseline"]["wall_s"]} if report.get("baseline") else {}),
                "client cold": client["cold"]["wall_s"],
-               "client cold, no re-checks": report["client_no_rechecks"]["cold"]["wall_s"],
+               "client cold, with re-checks": report["client_rechecks"]["cold"]["wall_s"],
                "client warm": client["warm"]["wall_s"]}
     mean = report["per_entity"]["mean"]
     tokens = {f"{system} {what}": mean[system][f"{what}_tokens"] for system in mean for what in ("prompt", "output")}

@@ -115,7 +115,7 @@ def analyse(entities: list[Entity], settings: Settings) -> tuple[list[EntityAnal
 def naming_answers(url: str) -> list[dict]:
     """The generator's naming answers held in Redis (the client caches every generator answer)."""
     store = redis.Redis.from_url(url)
-    answers = [json.loads(store.get(key)) for key in store.scan_iter(match="rl:llm:*", count=1000)]
+    answers = [json.loads(store.get(key)) for key in store.scan_iter(match="rl:*:llm:*", count=1000)]
     store.close()
     return [a for a in answers if isinstance(a, dict) and "names" in a]
 
