@@ -36,7 +36,7 @@ import numpy as np
 import redis
 
 from harness import results
-from harness.baselines import best_covered_entities, critics_labels, seed004_analysis
+from harness.baselines import SEED004_RECHECK_BELOW, best_covered_entities, critics_labels, seed004_analysis
 from harness.server import served_file, server_version, triton
 from reviewlens.client.analysis import Entity
 from reviewlens.client.settings import Settings
@@ -48,8 +48,8 @@ from reviewlens.local.tritonserver import free_port
 
 FULL_REVIEWS = 35  # the best-covered movies of the sample data have 35 held-out reviews
 TARGETS = {"speedup_cold": 5.0, "warm_vs_cold": 0.02}
-# The client with its opt-in generator re-checks of doubtful reviews.
-WITH_RECHECKS = {"recheck_below": 0.8}
+# The client with its opt-in generator re-checks of doubtful reviews, by seed 004's rule.
+WITH_RECHECKS = {"recheck_below": SEED004_RECHECK_BELOW}
 
 
 def generator_calls(analyzer: SyncAnalyzer) -> list[dict]:

@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +167,11 @@ def all_review_prompts(kind: str, entity: Entity) -> dict[str, list[dict[str, st
                           {"role": "user", "content": reviews}]}
 
 
+# Seed 004 re-checked every review whose classifier confidence is below this, or that has a
+# contrast word, whatever the client's own default (re-checks are opt-in there).
+SEED004_RECHECK_BELOW = 0.8
+
+
 def seed004_analysis(entities: list[Entity], settings: Settings) -> dict:
     """The analysis as seed 004 did it, in this process: pipeline + SentenceTransformer, then
     sequential llama-cpp-python calls per entity (one re-check per doubtful review; summary and
@@ -175,6 +180,7 @@ def seed004_analysis(entities: list[Entity], settings: Settings) -> dict:
     freed before returning."""
     from llama_cpp import LlamaGrammar
 
+    seed004_rule = replace(settings, recheck_below=SEED004_RECHECK_BELOW)
     loading = time.perf_counter()
     classify = classifier_pipeline(served_tokenizer(api.SENTIMENT_TOKENIZER).max_length)
     embedder, llm = sentence_transformer(), llama(SEED004_N_CTX)
@@ -212,7 +218,7 @@ def seed004_analysis(entities: list[Entity], settings: Settings) -> dict:
         classifier_labels = [p["label"] for p in predictions]
         labels = list(classifier_labels)
         rechecked = [i for i, (text, p) in enumerate(zip(entity.reviews, predictions))
-                     if is_doubtful(text, p["score"], settings)]
+                     if is_doubtful(text, p["score"], seed004_rule)]
         for i in rechecked:
             answer = timed("recheck", lambda: generate("recheck", entity.entity_id, prompts.recheck_messages(
                 [entity.reviews[i]]), prompts.recheck_schema(1)))
