@@ -3,14 +3,13 @@ cluster, no GPU). Every resource is validated against the pinned Kubernetes rele
 schemas in strict mode (kubernetes-validate: unknown fields are errors), and what the manifests
 promise is checked against the code they run: the served model names, the image's paths, the
 `reviewlens` CLI and its settings, the adapter's metric names. The readiness probe and the
-pre-computation's wrapper script are run for real, against a local HTTP server and /etc/hosts.
+pre-computation's wrapper script are run for real, against the test session's tritonserver and
+/etc/hosts.
 """
 import copy
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,6 +22,7 @@ from reviewlens.client.cli import app
 from reviewlens.client.settings import Settings
 from reviewlens.ensemble import interface as api
 from reviewlens.local.paths import REPO_ROOT
+from reviewlens.local.tritonserver import free_port
 
 KUBERNETES_VERSION = "1.33.0"  # the schemas kubernetes-validate 1.37.0 ships for this release
 DEPLOY = REPO_ROOT / "deploy"
@@ -88,39 +88,18 @@ def test_every_served_model_has_a_readiness_check():
     assert command[3:] == [model.name for model in api.SERVED]
 
 
-class FakeTriton(BaseHTTPRequestHandler):
-    """Answers /v2/models/NAME/ready as Triton does: 200 when NAME is loaded, 400 otherwise."""
-    ready: set[str] = set()
-
-    def do_GET(self):
-        name = re.fullmatch(r"/v2/models/([^/]+)/ready", self.path)
-        self.send_response(200 if name and name[1] in self.ready else 400)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_triton():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeTriton)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def test_the_readiness_probe_passes_only_when_every_served_model_is_ready(fake_triton):
+def test_the_readiness_probe_passes_on_a_ready_triton_and_fails_while_a_model_is_not(triton):
+    """The probe's own script, run against the test session's real tritonserver."""
     command = TRITON["readinessProbe"]["exec"]["command"]
-    assert "127.0.0.1:8000" in command[2]  # the container's HTTP port, moved to the fake server's here
-    probe = [sys.executable, "-c", command[2].replace("127.0.0.1:8000", f"127.0.0.1:{fake_triton.server_port}"),
-             *command[3:]]
-    names = [model.name for model in api.SERVED]
-    for loaded in (set(names[:-1]), set(names[1:]), set()):
-        FakeTriton.ready = loaded
-        assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0, loaded
-    FakeTriton.ready = set(names)
-    assert subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    assert "127.0.0.1:8000" in command[2]  # the container's HTTP port, moved to the test server's here
+
+    def probe(address: str, names: list[str]) -> int:
+        script = command[2].replace("127.0.0.1:8000", address)
+        return subprocess.run([sys.executable, "-c", script, *names], capture_output=True, timeout=30).returncode
+    names = command[3:]
+    assert probe(triton.http_url, names) == 0
+    assert probe(triton.http_url, [*names, "a_model_not_loaded"]) != 0
+    assert probe(f"127.0.0.1:{free_port()}", names) != 0   # no server there
 
 
 def test_liveness_and_startup_ask_tritons_health_endpoints():
