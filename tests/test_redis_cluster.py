@@ -1,5 +1,6 @@
 """The cache on a real Redis Cluster of three masters (Debian's redis-server in cluster mode): a rerun
-served whole from the cluster, one slot per entity, a dead node survived."""
+served whole from the cluster, one slot per entity, a dead node survived, a failover (a replica
+promoted) that loses no cached result."""
 import logging
 from collections import defaultdict
 
@@ -7,6 +8,7 @@ import pytest
 import redis
 
 from reviewlens.client.analysis import Entity
+from reviewlens.client.cache import content_hash
 from reviewlens.client.settings import Settings
 from reviewlens.client.sync import SyncAnalyzer
 from reviewlens.local.redis_server import RedisClusterServer
@@ -88,3 +90,28 @@ def test_a_master_stopped_mid_run_the_run_completes_uncached_with_one_warning(tr
 def test_a_malformed_cluster_url_is_refused_by_name():
     with pytest.raises(ValueError, match="redis_url"):
         Settings(redis_url="redis+cluster://127.0.0.1").validate()
+
+
+def test_a_master_failover_mid_run_loses_no_cached_result(triton, entities, caplog):
+    """Three masters with a replica each; the master holding the first finished entity's result
+    stops right after it was written, its replica takes over, and a rerun finds that result."""
+    ports = free_ports(12)
+    replicas = list(zip(ports[6:9], ports[9:12]))
+    with RedisClusterServer(ports[:3], ports[3:6], replicas) as cluster:
+        settings = Settings(urls=(triton.grpc_url,), redis_url=cluster.url, redis_retry_s=1.0)
+        first_done: list[str] = []
+        stopped: list[int] = []
+
+        def stop_its_master(result) -> None:
+            if not first_done:
+                first_done.append(result.entity_id)
+                stopped.append(cluster.master_of("rl:{" + content_hash(result.entity_id)[:16] + "}:entity"))
+                cluster.nodes[stopped[0]].stop()   # SIGTERM: a clean stop, the replica is in sync
+        with caplog.at_level(logging.WARNING, logger="reviewlens.client"):
+            results = analyse(settings, entities, on_done=stop_its_master)
+        assert len(results) == len(entities) and all(r.aspects for r in results)
+        cluster.wait_for_failover(stopped[0])
+        again = {r.entity_id: r for r in analyse(settings, entities)}
+    assert again[first_done[0]].metrics == {"from_cache": True}
+    assert again[first_done[0]].to_json() | {"metrics": {}} == \
+        next(r for r in results if r.entity_id == first_done[0]).to_json() | {"metrics": {}}
