@@ -2,8 +2,10 @@
 
     reviewlens analyze reviews.jsonl [--url HOST:PORT ...] [--redis URL | --no-cache] [--json] [--out FILE]
     reviewlens precompute reviews.jsonl --top 20
+    reviewlens precompute reviews.parquet --top 100000 --ray auto --out results.parquet   # on a Ray cluster
 
-Input: JSON lines with `entity_id`, `text` and optionally `entity_name`. Settings not given as
+Input: JSON lines with `entity_id`, `text` and optionally `entity_name` (with --ray, also Parquet
+with those columns). Settings not given as
 flags come from REVIEWLENS_* environment variables (see client/settings.py), then defaults.
 Each run writes a JSON-lines log and an HTML report into --run-dir.
 """
@@ -11,6 +13,8 @@ import asyncio
 import json
 import logging
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from reviewlens.client import report
 from reviewlens.client.analysis import Analyzer, EntityAnalysis
-from reviewlens.client.metrics import ClientMetrics
+from reviewlens.client.metrics import ClientMetrics, LLMCall
 from reviewlens.client.reviews_file import InputError, read_entities
 from reviewlens.client.settings import Settings
 from reviewlens.client.transport import ServersUnavailable
@@ -71,16 +75,11 @@ async def _run(settings: Settings, entities, metrics_port, quiet: bool) -> tuple
     return results, metrics
 
 
-def _analyse(path: Path, settings: Settings, metrics_port, quiet: bool, top: int | None = None):
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+@contextmanager
+def _reported_failures():
+    """A failure to reach or use the servers, or a refused setting, as one line and an exit code."""
     try:
-        entities = read_entities(path)
-    except InputError as error:
-        _fail(str(error), 2)
-    if top is not None:
-        entities = sorted(entities, key=lambda e: (-len(e.reviews), e.entity_id))[:top]
-    try:
-        results, metrics = asyncio.run(_run(settings, entities, metrics_port, quiet))
+        yield
     except ServersUnavailable as error:
         _fail(f"{error}. Is tritonserver running (`make serve`)?", 1)
     except InferenceServerException as error:
@@ -89,7 +88,20 @@ def _analyse(path: Path, settings: Settings, metrics_port, quiet: bool, top: int
         _fail(f"Triton call failed: {error.code().name}: {error.details()}", 1)
     except ValueError as error:
         _fail(str(error), 2)
-    return results, metrics
+
+
+def _most_reviewed(entities, top: int | None):
+    return entities if top is None else sorted(entities, key=lambda e: (-len(e.reviews), e.entity_id))[:top]
+
+
+def _analyse(path: Path, settings: Settings, metrics_port, quiet: bool, top: int | None = None):
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        entities = _most_reviewed(read_entities(path), top)
+    except InputError as error:
+        _fail(str(error), 2)
+    with _reported_failures():
+        return asyncio.run(_run(settings, entities, metrics_port, quiet))
 
 
 def _write_run(run_dir: Path, results: list[EntityAnalysis], metrics: ClientMetrics, settings: Settings,
@@ -169,15 +181,79 @@ def analyze(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, tex
     err.print(" · ".join(f"{k} {v}" for k, v in summary.items() if v is not None), highlight=False)
 
 
+def _progress_lines(total: int):
+    """on_entity for the Ray job: a line per twentieth of the entities, and one per failed entity."""
+    every, done, failed, started = max(1, total // 20), 0, 0, time.monotonic()
+
+    def on_entity(entity_id: str, error: str | None) -> None:
+        nonlocal done, failed
+        done, failed = done + 1, failed + (error is not None)
+        if error is not None:
+            err.print(f"entity {entity_id!r} failed after its retries: {error}", highlight=False)
+        if done % every == 0 or done == total:
+            err.print(f"precompute: {done}/{total} entities ({failed} failed), {time.monotonic() - started:.0f} s",
+                      highlight=False)
+    return on_entity
+
+
+def _precompute_on_ray(path: Path, top: int, settings: Settings, address: str, out: Path, run_dir: Path) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import ray
+        from reviewlens.client import ray_job
+    except ModuleNotFoundError as error:  # the client alone has no Ray
+        _fail(f"--ray needs Ray and pyarrow ({error.msg}): pip install 'reviewlens[scale]'", 2)
+    try:
+        entities = _most_reviewed(ray_job.read_reviews(path), top)
+    except InputError as error:
+        _fail(str(error), 2)
+    metrics = ClientMetrics()  # the run's figures, from each entity's own (the actors' sessions end with them)
+    try:
+        ray.init(address=address)
+    except ConnectionError as error:
+        _fail(f"cannot join the Ray cluster at {address!r}: {error}", 1)
+    try:
+        with _reported_failures():
+            run = ray_job.precompute_on_ray(entities, settings, on_entity=_progress_lines(len(entities)))
+    finally:
+        ray.shutdown()
+    ray_job.write_results(run.results, out)
+    for result in run.results:
+        metrics.entity_done(bool(result.metrics.get("from_cache")))
+        for call in result.metrics.get("llm", []):
+            metrics.llm_call(LLMCall(**call), settings.sla_ttft_s)
+    _write_run(run_dir, run.results, metrics, settings, f"Pre-computation of {path.name} on Ray")
+    cached = sum(bool(r.metrics.get("from_cache")) for r in run.results)
+    print(f"precomputed {len(run.results)} entities on Ray: {len(run.results) - cached} analysed, {cached} already "
+          f"cached, {len(run.failed)} failed; results in {out}")
+    if run.recomputed:
+        err.print(f"{len(run.recomputed)} entities were not in the cache after their actor finished and were "
+                  f"analysed again on the driver: {', '.join(run.recomputed)}", highlight=False)
+    if run.failed:
+        _fail(f"{len(run.failed)} entities failed after their retries: {', '.join(run.failed)}", 1)
+
+
 @app.command()
-def precompute(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, text, optional entity_name per line."),
+def precompute(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, text, optional entity_name per line "
+                                           "(with --ray also a .parquet file with those columns)."),
                top: int = typer.Option(20, "--top", min=1, help="Analyse the N entities with the most reviews."),
                url: list[str] = URLS, redis: str = REDIS, top_k: int = TOP_K, concurrency: int = CONCURRENCY,
                recheck_below: float = RECHECK, kind: str = KIND, run_dir: Path = RUN_DIR,
-               metrics_port: int = METRICS_PORT):
+               metrics_port: int = METRICS_PORT,
+               ray_address: str = typer.Option(
+                   None, "--ray", help="Run on a Ray cluster: its address as ray.init takes it (\"auto\" joins the "
+                   "local node's cluster, \"local\" starts one here, or host:port). One actor per --url, each "
+                   "analysing --concurrency entities at a time; needs Redis and the scale extra."),
+               out: Path = typer.Option(Path("build/precompute/results.parquet"), "--out",
+                                        help="With --ray: the results as Parquet, one row per entity (entity_id, result JSON).")):
     """Warm the Redis cache with the results of the most-reviewed entities (for cron; idempotent:
     entities whose reviews did not change are served from the cache, nothing is recomputed)."""
     settings = _settings(url, redis, False, top_k, concurrency, recheck_below, kind)
+    if ray_address is not None:
+        if metrics_port:
+            _fail("--metrics-port is not served with --ray: each actor has its own session; the run log has the figures", 2)
+        _precompute_on_ray(path, top, settings, ray_address, out, run_dir)
+        return
     results, metrics = _analyse(path, settings, metrics_port, quiet=not sys.stderr.isatty(), top=top)
     cached = sum(bool(r.metrics.get("from_cache")) for r in results)
     _write_run(run_dir, results, metrics, settings, f"Pre-computation of {path.name}")
