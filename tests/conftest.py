@@ -5,9 +5,9 @@ import tritonclient.grpc as grpcclient
 from reviewlens.build_engines import artifacts
 from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY
 from reviewlens.client.sync import SyncClient
-from reviewlens.local.redis_server import RedisServer
+from reviewlens.local.redis_server import RedisClusterServer, RedisServer
 from reviewlens.local.sample_data import held_out_reviews
-from reviewlens.local.tritonserver import TritonServer, free_port
+from reviewlens.local.tritonserver import TritonServer, free_port, free_ports
 
 BUILT_FILES = [artifact.served_path for artifact in artifacts.served("cpu")]
 
@@ -50,3 +50,11 @@ def redis_server():
     """A real redis-server on a free loopback port, in memory only."""
     with RedisServer(free_port()) as server:
         yield server
+
+
+@pytest.fixture
+def redis_cluster():
+    """A real Redis Cluster of three masters on free loopback ports (no replicas)."""
+    ports = free_ports(6)
+    with RedisClusterServer(ports[:3], ports[3:]) as cluster:
+        yield cluster

@@ -140,13 +140,17 @@ def test_a_result_cached_before_a_schema_change_is_not_served_after_it(settings,
     assert analyse(settings, entities[:1])[0].metrics["from_cache"] is False
 
 
-def test_second_run_is_served_from_the_cache_without_any_inference(settings, entities, grpc):
+def assert_rerun_is_served_whole_from_the_cache(settings: Settings, entities: list[Entity], grpc) -> None:
     first = analyse(settings, entities)
     before = inference_counts(grpc)
     second = analyse(settings, entities)
     assert inference_counts(grpc) == before
     assert all(r.metrics == {"from_cache": True} for r in second)
     assert [r.to_json() | {"metrics": {}} for r in second] == [r.to_json() | {"metrics": {}} for r in first]
+
+
+def test_second_run_is_served_from_the_cache_without_any_inference(settings, entities, grpc):
+    assert_rerun_is_served_whole_from_the_cache(settings, entities, grpc)
 
 
 def test_an_added_review_is_the_only_one_classified_and_embedded(settings, entities, grpc):

@@ -10,39 +10,17 @@ import redis
 from reviewlens.client.analysis import Entity
 from reviewlens.client.cache import content_hash
 from reviewlens.client.settings import Settings
-from reviewlens.client.sync import SyncAnalyzer
 from reviewlens.local.redis_server import RedisClusterServer
 from reviewlens.local.sample_data import best_covered_movies
-from reviewlens.local.tritonserver import free_port
+from reviewlens.local.tritonserver import free_ports
 
-from test_client import inference_counts
-
-
-def free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-@pytest.fixture
-def cluster():
-    ports = free_ports(6)
-    with RedisClusterServer(ports[:3], ports[3:]) as server:
-        yield server
+from test_client import analyse, assert_rerun_is_served_whole_from_the_cache
 
 
 @pytest.fixture(scope="module")
 def entities() -> list[Entity]:
     """Three held-out movies, four real reviews each."""
     return [Entity(m, texts[:4]) for m, texts in best_covered_movies(3).items()]
-
-
-def analyse(settings: Settings, entities: list[Entity], on_done=None):
-    with SyncAnalyzer(settings) as analyzer:
-        return analyzer.analyze_many(entities, on_done)
 
 
 def keys_by_node(cluster: RedisClusterServer) -> dict[int, list[bytes]]:
@@ -54,17 +32,12 @@ def keys_by_node(cluster: RedisClusterServer) -> dict[int, list[bytes]]:
     return found
 
 
-def test_a_rerun_is_served_whole_from_the_cluster_without_inference(triton, cluster, entities, grpc):
-    settings = Settings(urls=(triton.grpc_url,), redis_url=cluster.url)
-    first = analyse(settings, entities)
-    before = inference_counts(grpc)
-    second = analyse(settings, entities)
-    assert inference_counts(grpc) == before
-    assert all(r.metrics == {"from_cache": True} for r in second)
-    assert [r.to_json() | {"metrics": {}} for r in second] == [r.to_json() | {"metrics": {}} for r in first]
+def test_a_rerun_is_served_whole_from_the_cluster_without_inference(triton, redis_cluster, entities, grpc):
+    assert_rerun_is_served_whole_from_the_cache(Settings(urls=(triton.grpc_url,), redis_url=redis_cluster.url), entities, grpc)
 
 
-def test_the_keys_of_one_entity_share_a_slot_and_entities_spread_over_the_masters(triton, cluster, entities):
+def test_the_keys_of_one_entity_share_a_slot_and_entities_spread_over_the_masters(triton, redis_cluster, entities):
+    cluster = redis_cluster
     analyse(Settings(urls=(triton.grpc_url,), redis_url=cluster.url), entities)
     nodes_of_tag, slots_of_tag = defaultdict(set), defaultdict(set)
     probe = redis.Redis(port=cluster.ports[0])
@@ -79,7 +52,8 @@ def test_the_keys_of_one_entity_share_a_slot_and_entities_spread_over_the_master
     assert len({port for ports in nodes_of_tag.values() for port in ports}) >= 2
 
 
-def test_a_master_stopped_mid_run_the_run_completes_uncached_with_one_warning(triton, cluster, entities, caplog):
+def test_a_master_stopped_mid_run_the_run_completes_uncached_with_one_warning(triton, redis_cluster, entities, caplog):
+    cluster = redis_cluster
     settings = Settings(urls=(triton.grpc_url,), redis_url=cluster.url, redis_retry_s=600.0)
     with caplog.at_level(logging.WARNING, logger="reviewlens.client"):
         results = analyse(settings, entities[:2], on_done=lambda _: cluster.nodes[1].stop())
