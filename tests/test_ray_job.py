@@ -24,7 +24,7 @@ from reviewlens.local.tritonserver import TritonServer, free_port
 
 from test_redis_cluster import free_ports
 
-# Ray's local cluster and a second tritonserver take about 40 s to start; each job about 30 s.
+# Ray's local cluster and a second tritonserver take about 25 s to start; a job of four entities 25-90 s.
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -108,6 +108,7 @@ def test_the_ray_job_decides_what_the_single_machine_path_decides(ray_cluster, f
     assert len(cached_keys(cluster, "entity")) == len(entities)
 
 
+@pytest.mark.slow  # about 90 s: an actor restarted or a replica lost, and their entities retried
 def test_a_ray_worker_killed_mid_job_loses_and_duplicates_no_entity(ray_cluster, fleet, cluster, entities, tmp_path):
     before: set[int] = set()
     restarted: set[int] = set()
@@ -156,6 +157,7 @@ def test_an_entity_that_keeps_failing_is_reported_by_id_and_leaves_no_result_in_
     assert cached_keys(cluster, "text")  # what was complete of them stays: each text's sentiment and embedding
 
 
+@pytest.mark.slow  # about 90 s: an actor restarted or a replica lost, and their entities retried
 def test_a_replica_killed_mid_job_the_job_completes_on_the_other(ray_cluster, fleet, cluster, replica, entities):
     def kill_the_replica_after_the_first_entity(entity_id: str, error: str | None) -> None:
         if replica.process.poll() is None:
