@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -39,7 +40,7 @@ log = logging.getLogger("reviewlens.client")
 # The version of EntityAnalysis's JSON (client/result.schema.json), part of every whole-entity
 # cache key: a result cached before its schema changed is never served after the change. Bump it
 # (and the schema's "schema_version" const) with any field change.
-RESULT_SCHEMA_VERSION = 3
+RESULT_SCHEMA_VERSION = 4
 RESULT_SCHEMA = Path(__file__).with_name("result.schema.json")
 # Rounding each review's label confidence keeps results readable.
 DIGITS = 4
@@ -58,6 +59,15 @@ def is_doubtful(text: str, confidence: float, settings: Settings) -> bool:
     words = set(re.findall(r"\w+", text.lower()))
     contrast = any(w in words if w.isascii() else w in text for w in settings.contrast_words)
     return confidence < settings.recheck_below or contrast
+
+
+def foreign_letter_share(text: str, scripts: tuple[str, ...]) -> float:
+    """Share of the text's letters outside the given Unicode scripts ("LATIN", "HANGUL", ...: the
+    first word of a letter's Unicode name); 0 for a text without letters."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 0.0
+    return sum(unicodedata.name(c, "?").split(" ", 1)[0] not in scripts for c in letters) / len(letters)
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,8 @@ class ReviewSentiment:
     text: str
     label: str
     confidence: float
-    rechecked: bool  # the generator decided the label (doubtful classifier result)
+    rechecked: bool  # the generator decided the label (a doubtful classifier result, or not readable)
+    readable: bool   # its letters are mostly in scripts the classifier was trained on (Settings.classifier_scripts)
 
 
 @dataclass
@@ -249,7 +260,8 @@ class Analyzer:
         inputs = json.dumps([RESULT_SCHEMA_VERSION, entity.entity_id, entity.name, s.recheck_below,
                              s.contrast_words, s.top_k, s.mmr_lambda, s.entity_kind, s.temperature, s.top_p, s.seed,
                              s.recheck_batch, s.opinion_confidence, s.max_aspects, s.min_aspect_share,
-                             s.evidence_quotes, prompts.FINGERPRINT, ASPECT_CODE])
+                             s.evidence_quotes, s.classifier_scripts, s.unreadable_share, prompts.FINGERPRINT,
+                             ASPECT_CODE])
         return self._key("entity", api.GENERATOR.name, content_hash(inputs, *entity.reviews, *self.versions.values()),
                          entity)
 
@@ -277,22 +289,24 @@ class Analyzer:
         review_rows = [row[t] for t in texts]
         sentence_rows = [row[t] for t in sentence_texts]
         review_classes = [classified[r] for r in review_rows]
-        doubtful = [i for i, c in enumerate(review_classes) if is_doubtful(texts[i], c.confidence, self.settings)]
-        batches = [doubtful[start:start + self.settings.recheck_batch]
-                   for start in range(0, len(doubtful), self.settings.recheck_batch)]
-        rechecked = await asyncio.gather(*(self._recheck(entity, [texts[i] for i in batch], priority)
-                                           for batch in batches))
-        labels = [c.label for c in review_classes]
-        for batch, (batch_labels, _) in zip(batches, rechecked):
-            for i, label in zip(batch, batch_labels):
-                labels[i] = label
-        reviews = [ReviewSentiment(t, label, round(c.confidence, DIGITS), i in doubtful)
-                   for i, (t, c, label) in enumerate(zip(texts, review_classes, labels))]
-        sentence_list = [Sentence(i, span.start, span.end, text, classified[r].label, classified[r].confidence)
+        s = self.settings
+        # The generator labels the doubtful reviews (re-checks, when on) and every review or
+        # sentence written mostly in scripts the classifier never learned (it reads them as noise).
+        unreadable = {t for t in unique if foreign_letter_share(t, s.classifier_scripts) >= s.unreadable_share}
+        doubtful = [texts[i] for i, c in enumerate(review_classes) if is_doubtful(texts[i], c.confidence, s)]
+        to_label = list(dict.fromkeys([*doubtful, *(t for t in unique if t in unreadable)]))
+        batches = [to_label[start:start + s.recheck_batch] for start in range(0, len(to_label), s.recheck_batch)]
+        rechecked = await asyncio.gather(*(self._recheck(entity, batch, priority) for batch in batches))
+        by_generator = {text: label for batch, (labels, _) in zip(batches, rechecked) for text, label in zip(batch, labels)}
+        reviews = [ReviewSentiment(t, by_generator.get(t, c.label), round(c.confidence, DIGITS), t in by_generator,
+                                   t not in unreadable) for t, c in zip(texts, review_classes)]
+        sentence_list = [Sentence(i, span.start, span.end, text, by_generator.get(text, classified[r].label),
+                                  classified[r].confidence, text in by_generator)
                          for (i, span), text, r in zip(found, sentence_texts, sentence_rows)]
         matrix = np.stack(embedded).astype(np.float32)
         counts = {"reviews": len(texts), "sentences": len(sentence_list), "classified": new_sentiments,
-                  "embedded": new_embeddings, "rechecked": len(doubtful),
+                  "embedded": new_embeddings, "rechecked": sum(r.rechecked for r in reviews),
+                  "unreadable": sum(not r.readable for r in reviews), "generator_labelled": len(to_label),
                   "prepare_s": round(time.perf_counter() - started, 3)}
         return _Prepared(entity, reviews, matrix[review_rows], sentence_list, matrix[sentence_rows], counts,
                          [asdict(call) for _, call in rechecked])

@@ -60,13 +60,15 @@ class Quote:
 
 @dataclass
 class Sentence:
-    """One sentence of one review with its served sentiment."""
+    """One sentence of one review with its label: the served classifier's, or the generator's for a
+    sentence the classifier cannot read (by_generator; confidence stays the classifier's)."""
     review: int
     start: int
     end: int
     text: str
     label: str
     confidence: float
+    by_generator: bool = False
 
     def quote(self) -> Quote:
         return Quote(self.review, self.start, self.end, self.text)
@@ -96,8 +98,9 @@ class Cluster:
 
 
 def is_opinion(sentence: Sentence, min_confidence: float) -> bool:
-    """A sentence the classifier is sure enough about to count as praise or criticism."""
-    return sentence.confidence >= min_confidence and bool(re.search(r"\w", sentence.text))
+    """A sentence labelled by the generator, or one the classifier is sure enough about, that
+    counts as praise or criticism."""
+    return (sentence.by_generator or sentence.confidence >= min_confidence) and bool(re.search(r"\w", sentence.text))
 
 
 def clusters_of(sentences: list[Sentence], embeddings: np.ndarray, n_reviews: int, *, min_confidence: float,

@@ -31,6 +31,14 @@ class Settings:
     # the measured setting for turning them on.
     recheck_below: float = 0.0
     contrast_words: tuple[str, ...] = CONTRAST_WORDS
+    # The scripts the served classifier was trained on (Unicode names' first word): a review or
+    # sentence with at least unreadable_share of its letters in other scripts is labelled by the
+    # generator, re-checks on or off. The default classifier learned English only, and its uncased
+    # WordPiece vocabulary has no Hangul syllable; with a multilingual checkpoint, add its scripts
+    # (REVIEWLENS_CLASSIFIER_SCRIPTS=LATIN,HANGUL). On the test's Korean reviews the share is 1.0,
+    # on English snippets 0.0 (perf/results/unreadable.md); 0.5 is the midpoint, for mixed texts.
+    classifier_scripts: tuple[str, ...] = ("LATIN",)
+    unreadable_share: float = 0.5
     # Representative reviews: top-K per polarity around the centroid, MMR trade-off (1 = relevance only).
     top_k: int = 20
     mmr_lambda: float = 0.7
@@ -97,6 +105,7 @@ class Settings:
             (not (self.redis_url or "").startswith(REDIS_CLUSTER_SCHEME) or cluster_nodes(self.redis_url),
              f"redis_url {self.redis_url!r}: give the cluster's nodes as {REDIS_CLUSTER_SCHEME}host:port[,host:port...]"),
             (0.0 <= self.recheck_below <= 1.0, "recheck_below must be within [0, 1]"),
+            (0.0 < self.unreadable_share <= 1.0, "unreadable_share must be within (0, 1]"),
             (1 <= self.top_k <= 200, "top_k must be within [1, 200]"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be within [0, 1]"),
             (0.5 <= self.opinion_confidence <= 1.0, "opinion_confidence must be within [0.5, 1]"),

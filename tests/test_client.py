@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import jsonschema
 import psutil
@@ -87,7 +88,7 @@ def test_analysis_of_several_entities(settings, entities):
         if not result.metrics["from_cache"]:
             assert result.metrics["rechecked"] == sum(r.rechecked for r in result.reviews)
             assert result.metrics["classified"] <= len(entity.reviews) + result.metrics["sentences"]
-            recheck_calls = -(-result.metrics["rechecked"] // settings.recheck_batch)
+            recheck_calls = -(-result.metrics["generator_labelled"] // settings.recheck_batch)
             assert [c["kind"] for c in result.metrics["llm"]] == ["recheck"] * recheck_calls + ["naming"]
 
 
@@ -124,6 +125,23 @@ def test_korean_reviews_get_korean_aspect_names_and_summary(settings):
         for text in [*(a.name for a in result.aspects if a.named_by == "generator"), result.summary]:
             hangul = sum("\uac00" <= c <= "\ud7a3" for c in text)
             assert hangul and not any("\u4e00" <= c <= "\u9fff" for c in text), text   # Korean, no Chinese
+
+
+def test_reviews_the_classifier_cannot_read_are_labelled_by_the_generator(settings, entities):
+    """Korean reviews written for this test (tests/data/korean_reviews.jsonl, 3 restaurants, 14
+    positive and 14 negative): the English classifier reads Hangul as noise, so the generator labels
+    every one, with re-checks off; English reviews stay the classifier's."""
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "korean_reviews.jsonl").open()]
+    korean = [Entity(place, [r["text"] for r in rows if r["entity_id"] == place]) for place in dict.fromkeys(r["entity_id"] for r in rows)]
+    results = analyse(replace(settings, redis_url=None), [*korean, entities[0]])
+    labelled = [review for result in results[:-1] for review in result.reviews]
+    assert all(not r.readable and r.rechecked for r in labelled)
+    truth = {r["text"]: r["label"] for r in rows}
+    assert sum(r.label == truth[r.text] for r in labelled) >= 0.85 * len(labelled)
+    assert all(r.readable and not r.rechecked for r in results[-1].reviews)
+    for result in results[:-1]:
+        assert result.metrics["unreadable"] == len(result.reviews)
+        assert {a.polarity for a in result.aspects} == {"positive", "negative"}   # praise and complaints both found
 
 
 def test_strengths_need_another_entity_and_say_so(settings, entities):

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reviewlens.client import prompts
+from reviewlens.client.analysis import foreign_letter_share
 from reviewlens.client.cache import decode_sentiment, encode_sentiment
 from reviewlens.client.cli import app
 from reviewlens.client.wire import Sentiment, chatml
@@ -166,3 +167,12 @@ def test_a_stopping_servers_not_found_is_retried_elsewhere_but_an_unknown_model_
     unknown = InferenceServerException("Request for unknown model: 'sentimnet' is not found",
                                        status="StatusCode.NOT_FOUND")
     assert transport._unavailable(stopping) and not transport._unavailable(unknown)
+
+
+@pytest.mark.parametrize("text, share", [
+    ("A moving, funny film.", 0.0), ("국물이 진하고 맛있어요.", 1.0), ("커피 ok", 0.5), ("12345 !!", 0.0),
+    ("Café crème, naïve", 0.0),   # accented Latin letters are Latin
+])
+def test_the_share_of_letters_outside_the_classifiers_scripts(text, share):
+    assert foreign_letter_share(text, ("LATIN",)) == share
+    assert foreign_letter_share(text, ("LATIN", "HANGUL")) == 0.0
