@@ -21,7 +21,9 @@ actor. The driver runs the single-machine path, Analyzer.analyze_many, over ever
 succeeded: each comes whole from the cache the actors just filled (no inference), and the
 comparison is the single-machine code's, so the results are the single-machine path's by
 construction. An entity whose result is missing from the cache (Redis lost it, or was down while
-its actor finished) is analysed again there, on the driver, and listed in `recomputed`.
+its actor finished, or the workers run other code than the driver: the cache keys hash the prompts
+and the aspect code, so a version skew misses) is analysed again there, on the driver, and listed
+in `recomputed`: slower, still right.
 
 Why sentiment and embeddings are not a Ray Data map_batches stage: the Analyzer already sends each
 entity's reviews and sentences to the encoders in one batch per model, deduplicated (a
@@ -107,7 +109,8 @@ def precompute_on_ray(entities: list[Entity], settings: Settings,
     when it succeeded. The results' metrics are those of the actor's analysis."""
     settings = settings.validate()
     if settings.redis_url is None:
-        raise ValueError("precompute on Ray needs the Redis cache (redis_url): the actors hand their results over through it")
+        raise ValueError("precompute on Ray needs the Redis cache (redis_url): "
+                         "the actors hand their results over through it")
     for entity in entities:
         entity.validate()
     if len({e.entity_id for e in entities}) != len(entities):

@@ -22,8 +22,6 @@ from reviewlens.local.redis_server import RedisClusterServer
 from reviewlens.local.sample_data import best_covered_movies
 from reviewlens.local.tritonserver import TritonServer, free_port
 
-from test_redis_cluster import free_ports
-
 # Ray's local cluster and a second tritonserver take about 25 s to start; a job of four entities 25-90 s.
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,13 +48,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 ** 2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-@pytest.fixture
-def cluster():
-    ports = free_ports(6)
-    with RedisClusterServer(ports[:3], ports[3:]) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -96,20 +87,21 @@ def analysis_workers() -> set[int]:
     return {p.pid for p in psutil.process_iter(["cmdline"]) if "ray::AnalysisWorker" in " ".join(p.info["cmdline"] or [])}
 
 
-def test_the_ray_job_decides_what_the_single_machine_path_decides(ray_cluster, fleet, cluster, entities):
+def test_the_ray_job_decides_what_the_single_machine_path_decides(ray_cluster, fleet, redis_cluster, entities):
     with SyncAnalyzer(Settings(urls=fleet[:1], redis_url=None)) as analyzer:
         single = analyzer.analyze_many(entities)
-    run = precompute_on_ray(entities, ray_settings(fleet, cluster))
+    run = precompute_on_ray(entities, ray_settings(fleet, redis_cluster))
     assert run.failed == {} and run.recomputed == []
     assert [r.entity_id for r in run.results] == [e.entity_id for e in entities]
     assert [decided(r.to_json()) for r in run.results] == [decided(r.to_json()) for r in single]
     assert sum(len(r.aspects) for r in single) >= 2  # there were aspects to agree on
     assert all(r.metrics["from_cache"] is False for r in run.results)  # the actors analysed them
-    assert len(cached_keys(cluster, "entity")) == len(entities)
+    assert len(cached_keys(redis_cluster, "entity")) == len(entities)
 
 
 @pytest.mark.slow  # about 90 s: an actor restarted or a replica lost, and their entities retried
-def test_a_ray_worker_killed_mid_job_loses_and_duplicates_no_entity(ray_cluster, fleet, cluster, entities, tmp_path):
+def test_a_ray_worker_killed_mid_job_loses_and_duplicates_no_entity(ray_cluster, fleet, redis_cluster, entities,
+                                                                     tmp_path):
     before: set[int] = set()
     restarted: set[int] = set()
 
@@ -121,22 +113,22 @@ def test_a_ray_worker_killed_mid_job_loses_and_duplicates_no_entity(ray_cluster,
             os.kill(min(workers), signal.SIGKILL)
         else:
             restarted.update(workers - before)
-    run = precompute_on_ray(entities, ray_settings(fleet, cluster), on_entity=kill_a_busy_worker)
+    run = precompute_on_ray(entities, ray_settings(fleet, redis_cluster), on_entity=kill_a_busy_worker)
     assert run.failed == {} and run.recomputed == []
     assert not psutil.pid_exists(min(before)) and restarted  # Ray started the killed actor again
     write_results(run.results, tmp_path / "results.parquet")
     rows = pq.read_table(tmp_path / "results.parquet").to_pylist()
     assert sorted(row["entity_id"] for row in rows) == sorted(e.entity_id for e in entities)
-    assert len(cached_keys(cluster, "entity")) == len(entities)
+    assert len(cached_keys(redis_cluster, "entity")) == len(entities)
 
 
-def test_the_cli_runs_the_job_from_parquet_on_a_joined_cluster(ray_cluster, fleet, cluster, entities, tmp_path):
+def test_the_cli_runs_the_job_from_parquet_on_a_joined_cluster(ray_cluster, fleet, redis_cluster, entities, tmp_path):
     rows = [{"entity_id": e.entity_id, "entity_name": e.name, "text": t} for e in entities[:2] for t in e.reviews]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "reviews.parquet")
     urls = [arg for url in fleet for arg in ("--url", url)]
     done = subprocess.run(
         [sys.executable, "-m", "reviewlens.client.cli", "precompute", str(tmp_path / "reviews.parquet"), *urls,
-         "--redis", cluster.url, "--ray", ray_cluster, "--out", str(tmp_path / "results.parquet"),
+         "--redis", redis_cluster.url, "--ray", ray_cluster, "--out", str(tmp_path / "results.parquet"),
          "--run-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "precomputed 2 entities on Ray: 2 analysed, 0 already cached, 0 failed" in done.stdout
@@ -146,24 +138,25 @@ def test_the_cli_runs_the_job_from_parquet_on_a_joined_cluster(ray_cluster, flee
 
 
 def test_an_entity_that_keeps_failing_is_reported_by_id_and_leaves_no_result_in_the_cache(
-        ray_cluster, fleet, cluster, entities):
+        ray_cluster, fleet, redis_cluster, entities):
     # 3 s is enough for the metadata and the encoders, not for a naming call on this CPU: every
     # attempt fails in the generator after the entity's texts were classified and embedded.
-    settings = Settings(urls=fleet, redis_url=cluster.url, concurrency=1, deadline_s=3.0)
+    settings = Settings(urls=fleet, redis_url=redis_cluster.url, concurrency=1, deadline_s=3.0)
     run = precompute_on_ray(entities[:2], settings)
     assert sorted(run.failed) == sorted(e.entity_id for e in entities[:2]) and run.results == []
     assert all("DEADLINE" in error.upper() for error in run.failed.values()), run.failed
-    assert cached_keys(cluster, "entity") == []
-    assert cached_keys(cluster, "text")  # what was complete of them stays: each text's sentiment and embedding
+    assert cached_keys(redis_cluster, "entity") == []
+    assert cached_keys(redis_cluster, "text")  # what was complete of them stays: each text's sentiment and embedding
 
 
 @pytest.mark.slow  # about 90 s: an actor restarted or a replica lost, and their entities retried
-def test_a_replica_killed_mid_job_the_job_completes_on_the_other(ray_cluster, fleet, cluster, replica, entities):
+def test_a_replica_killed_mid_job_the_job_completes_on_the_other(ray_cluster, fleet, redis_cluster, replica, entities):
     def kill_the_replica_after_the_first_entity(entity_id: str, error: str | None) -> None:
         if replica.process.poll() is None:
             os.killpg(replica.process.pid, signal.SIGKILL)
             replica.process.wait()
-    run = precompute_on_ray(entities, ray_settings(fleet, cluster), on_entity=kill_the_replica_after_the_first_entity)
+    run = precompute_on_ray(entities, ray_settings(fleet, redis_cluster),
+                            on_entity=kill_the_replica_after_the_first_entity)
     assert replica.process.poll() is not None  # it was killed with three entities to go
     assert run.failed == {} and run.recomputed == []
     assert [r.entity_id for r in run.results] == [e.entity_id for e in entities]
