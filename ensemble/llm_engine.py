@@ -211,7 +211,8 @@ class LlamaEngine:
         context_params.n_ubatch = n_batch
         context_params.n_seq_max = max_sequences + prefix_slots
         context_params.kv_unified = True
-        context_params.n_threads = context_params.n_threads_batch = n_threads or os.cpu_count() or 1
+        # 0: every core this process may run on (its CPU affinity: taskset, a container's cpuset).
+        context_params.n_threads = context_params.n_threads_batch = n_threads or len(os.sched_getaffinity(0))
         self.context = _internals.LlamaContext(model=self.model, params=context_params, verbose=False)
         self.n_ctx = self.context.n_ctx()
         self.batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)

@@ -35,7 +35,8 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         # One instance per model on a small CPU: give it the cores; inter-op parallelism only
         # adds contention for a sequential transformer graph.
-        options.intra_op_num_threads = intra_op_threads or os.cpu_count()
+        # 0: every core this process may run on (its CPU affinity: taskset, a container's cpuset).
+        options.intra_op_num_threads = intra_op_threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])

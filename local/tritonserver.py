@@ -96,6 +96,7 @@ class TritonServer:
     response_cache: bool = True
     models_venv: Path = SERVE_VENV
     extra_args: list[str] = field(default_factory=list)
+    cpus: frozenset[int] | None = None  # the cores the server and its models may run on (as taskset -c); None: all
     process: subprocess.Popen | None = None
 
     @property
@@ -138,8 +139,9 @@ class TritonServer:
     def start(self, timeout: float = 300) -> "TritonServer":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
+        pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        env=self.environment(), start_new_session=True)
+                                        env=self.environment(), start_new_session=True, preexec_fn=pin)
         log.close()
         self.wait_ready(timeout)
         return self
