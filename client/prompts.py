@@ -37,9 +37,10 @@ NAMING_SYSTEM = ("You name what reviewers of one {kind} praise and criticise, fo
                  '"summary": one short sentence of {language} (under 25 words) in your own words saying what '
                  "reviewers praise and criticise, using only those names.")
 NAME_CHARACTERS = 32
-# The summary's bound: one sentence of 25 words is ~150 characters; a longer answer is cut off and
-# trimmed to its last full sentence (whole_sentences).
-SUMMARY_CHARACTERS = 180
+# The summary's bound: one sentence of 25 words is ~150 characters, but the model often writes 30
+# to 40 (at 180, 4 of the 20 benchmark summaries were cut mid-sentence); a longer answer is cut
+# off and trimmed to its last full sentence (whole_sentences).
+SUMMARY_CHARACTERS = 240
 # One quote per aspect, next to its keywords: on the 20 benchmark movies the names came from the
 # generator as often (96.7 %) and were as stable on a second run (17 of 20) as with two quotes,
 # and the run took 146 s instead of 187 s (perf/bench_aspects.py, same machine).

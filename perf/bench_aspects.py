@@ -29,6 +29,7 @@ Writes aspects.json, .md, .png and aspects_side_by_side.md to perf/results/ (bui
 """
 import json
 import multiprocessing
+import re
 import resource
 import subprocess
 import sys
@@ -46,7 +47,7 @@ import redis
 from harness import results
 from harness.baselines import best_covered_entities, critics_labels
 from harness.server import server_version, triton
-from reviewlens.client import aspects, sentences
+from reviewlens.client import aspects, prompts, sentences
 from reviewlens.client.analysis import Entity, EntityAnalysis
 from reviewlens.client.aspects import Sentence
 from reviewlens.client.settings import Settings
@@ -182,6 +183,7 @@ def quality(entities: list[Entity], first: list[EntityAnalysis], second: list[En
             "strengths": len(result.strengths), "weaknesses": len(result.weaknesses),
             "stable_mined": mined_view(result) == mined_view(again), "stable_names": named_view(result) == named_view(again),
             "stable_summary": result.summary == again.summary,
+            "summary_whole": bool(re.search(r"[.!?]$", result.summary.strip())),
         })
     total = Counter()
     for row in rows:
@@ -197,6 +199,7 @@ def quality(entities: list[Entity], first: list[EntityAnalysis], second: list[En
         "duplicate_names": total["duplicate_names"], "stable_entities": sum(r["stable_mined"] and r["stable_names"] for r in rows),
         "stable_mined": total["stable_mined"], "stable_names": total["stable_names"],
         "stable_summaries": total["stable_summary"], "entities": len(rows),
+        "whole_summaries": total["summary_whole"], "summary_characters": prompts.SUMMARY_CHARACTERS,
         "refusals": dict(refusals), "naming_answers_found": total["answer_found"], "entities_named": total["named"], **{k: total[k] for k in ("quotes", "evidence", "names", "proposals", "strengths",
                                                               "weaknesses", "opinion_sentences", "in_aspects")},
         "entities_with_strengths": sum(r["strengths"] > 0 for r in rows),
@@ -367,6 +370,8 @@ def markdown(report: dict) -> str:
               f"Stability: {f['stable_entities']} of {f['entities']} entities had the same aspects on the second run: "
               f"{f['stable_mined']} the same counts and evidence, {f['stable_names']} the same names, "
               f"{f['stable_summaries']} the same summary.", "",
+              f"Summaries that end with a full sentence (not cut by their length bound of "
+              f"{f['summary_characters']} characters): {f['whole_summaries']} of {f['entities']}.", "",
               f"Strengths and weaknesses (against the other {f['entities'] - 1} movies): {f['strengths']} strengths in "
               f"{f['entities_with_strengths']} entities, {f['weaknesses']} weaknesses in {f['entities_with_weaknesses']}.",
               "", "## Per entity", "",
