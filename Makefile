@@ -90,6 +90,7 @@ perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/resu
 	$(PY) perf/bench_analysis.py
 	$(PY) perf/bench_aspects.py
 	$(PY) perf/bench_unreadable.py
+	$(PY) perf/bench_scale.py
 
 reliability: build  ## load, overload, bad input, fuzzing, Redis and tritonserver killed, a stop under load (10-25 min); perf/results/reliability.*
 	$(PY) perf/reliability.py
