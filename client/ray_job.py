@@ -49,11 +49,10 @@ import ray
 from tritonclient.utils import InferenceServerException
 
 from reviewlens.client.analysis import Analyzer, Entity, EntityAnalysis
-from reviewlens.client.reviews_file import InputError, read_entities
+from reviewlens.client.reviews_file import InputError, entities_of, read_entities
 from reviewlens.client.settings import Settings
 from reviewlens.client.sync import SyncAnalyzer
 from reviewlens.client.transport import ServersUnavailable
-from reviewlens.ensemble.interface import is_blank
 
 # Tries after the first, per entity and per actor restart: enough to ride through a server or a
 # worker lost mid-job, few enough that an entity that always fails is reported within minutes.
@@ -183,19 +182,10 @@ def read_reviews(path: Path) -> list[Entity]:
         kind = table.schema.field(column).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise InputError(f"{path}: column {column!r} must hold strings, not {kind}")
-    reviews: dict[str, list[str]] = {}
-    names: dict[str, str | None] = {}
-    for row, record in enumerate(table.select(columns).to_pylist(), start=1):
-        entity_id = record["entity_id"]
-        if entity_id is None or is_blank(entity_id):
-            raise InputError(f"{path}: row {row}: 'entity_id' is empty")
-        if record["text"] is None:
-            raise InputError(f"{path}: row {row}: 'text' is empty")
-        reviews.setdefault(entity_id, []).append(record["text"])
-        names.setdefault(entity_id, record.get("entity_name"))
-    if not reviews:
-        raise InputError(f"{path}: no reviews (expected rows with entity_id and text)")
-    entities = [Entity(entity_id, texts, names[entity_id]) for entity_id, texts in reviews.items()]
+    # A null cell is a field not given, as an absent key is in JSON lines.
+    rows = ((f"{path}: row {row}", {key: value for key, value in record.items() if value is not None})
+            for row, record in enumerate(table.select(columns).to_pylist(), start=1))
+    entities = entities_of(rows, f"{path}: no reviews (expected rows with entity_id and text)")
     for entity in entities:
         try:
             entity.validate()

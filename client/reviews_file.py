@@ -5,6 +5,7 @@ is sent, so a bad file never produces a half-analysed result.
 """
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from reviewlens.client.analysis import Entity
@@ -28,10 +29,8 @@ def _field(record: dict, name: str, where: str, required: bool = True) -> str | 
     return value
 
 
-def read_entities(path: Path) -> list[Entity]:
-    """Entities in order of first appearance, each with all its reviews."""
-    reviews: dict[str, list[str]] = defaultdict(list)
-    names: dict[str, str | None] = {}
+def _records(path: Path) -> Iterator[tuple[str, dict]]:
+    """(file:line, object) for each non-blank line."""
     try:
         raw_lines = Path(path).read_bytes().splitlines()
     except OSError as error:
@@ -50,6 +49,20 @@ def read_entities(path: Path) -> list[Entity]:
             raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
         if not isinstance(record, dict):
             raise InputError(f"{where}: expected a JSON object with entity_id and text")
+        yield where, record
+
+
+def read_entities(path: Path) -> list[Entity]:
+    """Entities in order of first appearance, each with all its reviews."""
+    return entities_of(_records(path), f"{path}: no reviews (expected JSON lines with entity_id and text)")
+
+
+def entities_of(records: Iterable[tuple[str, dict]], no_reviews: str) -> list[Entity]:
+    """Entities in order of first appearance from (where, record) pairs, each record checked: a
+    string entity_id and text, an optional entity_name; no_reviews is the error when there are none."""
+    reviews: dict[str, list[str]] = defaultdict(list)
+    names: dict[str, str | None] = {}
+    for where, record in records:
         entity_id = _field(record, "entity_id", where)
         text = _field(record, "text", where)
         if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
@@ -57,5 +70,5 @@ def read_entities(path: Path) -> list[Entity]:
         reviews[entity_id].append(text)
         names.setdefault(entity_id, _field(record, "entity_name", where, required=False))
     if not reviews:
-        raise InputError(f"{path}: no reviews (expected JSON lines with entity_id and text)")
+        raise InputError(no_reviews)
     return [Entity(entity_id, texts, names[entity_id]) for entity_id, texts in reviews.items()]
