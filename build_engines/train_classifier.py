@@ -46,40 +46,44 @@ def classifier_checkpoint(sources: Sources) -> Path:
         return sources.sentiment_model
     train_file = build_data(sources) / "train.jsonl"
     step_dir = cache.run_step(
-        "classifier", lambda out: fine_tune(sources.embedder, train_file, out),
+        "classifier", lambda out: fine_tune(sources.embedder, read_jsonl(train_file), out, new_head=True),
         inputs=[train_file, sources.embedder], sources=[sys.modules[__name__]],
         params={"torch": torch.__version__, "transformers": transformers.__version__})
     cache.expose(step_dir, BUILD_DIR / "checkpoints" / "classifier")
     return step_dir
 
 
-def fine_tune(encoder_dir: Path, train_file: Path, out_dir: Path) -> None:
-    """Fine-tune a 2-label sequence classifier from `encoder_dir` on a JSON-lines split; save model and tokenizer."""
+def fine_tune(start_dir: Path, reviews: list[dict], out_dir: Path, *, new_head: bool, epochs: int = EPOCHS,
+              learning_rate: float = LEARNING_RATE, max_length: int = MAX_LENGTH) -> None:
+    """Fine-tune a sequence classifier from `start_dir` on reviews {text, label: class id}; save model and tokenizer.
+
+    new_head: start from an encoder with a fresh 2-way head (ID2LABEL); else from a classifier
+    checkpoint, its head and labels kept (adaptation, build_engines/adapt.py).
+    """
     random.seed(SEED)
     np.random.seed(SEED)
     torch.manual_seed(SEED)
     torch.set_num_threads(THREADS)
 
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        encoder_dir, num_labels=len(ID2LABEL), id2label=ID2LABEL,
-        label2id={name: i for i, name in ID2LABEL.items()})
+    tokenizer = AutoTokenizer.from_pretrained(start_dir)
+    head = dict(num_labels=len(ID2LABEL), id2label=ID2LABEL, label2id={name: i for i, name in ID2LABEL.items()})
+    model = AutoModelForSequenceClassification.from_pretrained(start_dir, **(head if new_head else {}))
 
-    def collate(reviews: list[dict]) -> dict:
-        batch = tokenizer([r["text"] for r in reviews], padding=True, truncation=True,
-                          max_length=MAX_LENGTH, return_tensors="pt")
-        batch["labels"] = torch.tensor([r["label"] for r in reviews])
+    def collate(batch_reviews: list[dict]) -> dict:
+        batch = tokenizer([r["text"] for r in batch_reviews], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt")
+        batch["labels"] = torch.tensor([r["label"] for r in batch_reviews])
         return batch
 
-    loader = DataLoader(read_jsonl(train_file), batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate,
+    loader = DataLoader(reviews, batch_size=BATCH_SIZE, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(SEED))
-    total_steps = EPOCHS * len(loader)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    total_steps = epochs * len(loader)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     schedule = get_linear_schedule_with_warmup(optimizer, round(WARMUP_FRACTION * total_steps), total_steps)
 
     model.train()
-    for epoch in range(1, EPOCHS + 1):
-        progress = tqdm(loader, desc=f"classifier epoch {epoch}/{EPOCHS}", unit="batch")
+    for epoch in range(1, epochs + 1):
+        progress = tqdm(loader, desc=f"classifier epoch {epoch}/{epochs}", unit="batch")
         recent_loss, total_loss = None, 0.0
         for batch in progress:
             loss = model(**batch).loss
