@@ -248,7 +248,7 @@ def adapt(reviews: Path, settings: Settings, *, sample: int = SAMPLE_SIZE, epoch
     served_variant = report["served"]
 
     served_tokenizer = repository / "sentiment_tokenizer" / "1" / "tokenizer.json"
-    if cache.file_sha256(served_tokenizer) != cache.file_sha256(exported / "tokenizer.json"):
+    if _tokenization(served_tokenizer) != _tokenization(exported / "tokenizer.json"):
         raise BuildError(f"the adapted classifier's tokenizer differs from the served one ({served_tokenizer}): "
                          "the build changed since it was installed; run `make build` first")
     previous = repository / versions.CLASSIFIER / str(current) / "model.onnx"
@@ -285,6 +285,12 @@ def adapt(reviews: Path, settings: Settings, *, sample: int = SAMPLE_SIZE, epoch
     summary["version"] = versions.install_version(repository, exported / f"model_{served_variant}.onnx", summary)
     (work_dir / "adaptation.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _tokenization(tokenizer_json: Path) -> dict:
+    """What decides a tokenizer's ids: its file without the truncation and padding it last ran
+    with, which the serving step sets itself (ensemble/tokens.py, from serving.json)."""
+    return {k: v for k, v in json.loads(tokenizer_json.read_text()).items() if k not in ("truncation", "padding")}
 
 
 def _export_and_quantize(checkpoint: Path, out_dir: Path, held_out: Path) -> None:

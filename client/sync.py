@@ -131,6 +131,11 @@ class SyncAnalyzer:
     def metrics(self) -> ClientMetrics:
         return self._analyzer.metrics
 
+    @property
+    def versions(self) -> dict[str, str]:
+        """The served model versions this session's cache keys carry ({model name: version})."""
+        return dict(self._analyzer.versions)
+
     def analyze(self, entity: Entity) -> EntityAnalysis:
         return self._loop.run(self._analyzer.analyze(entity))
 

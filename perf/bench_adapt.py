@@ -76,7 +76,7 @@ def measure(args, out) -> dict:
 
     exported = Path(summary["export_dir"])
     probs = {v: adapt.probabilities(exported, exported / f"model_{v}.onnx", test_texts) for v in ("fp32", "int8")}
-    names = {i: name for name, i in adapt.class_ids(exported).items()}
+    names = dict(enumerate(json.loads((exported / "labels.json").read_text())))
     in_process = {v: [names[int(i)] for i in p.argmax(1)] for v, p in probs.items()}
 
     store = LabelStore(WORK / "teacher_labels.jsonl")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import tritonclient.grpc as grpcclient
 from transformers import BertConfig, BertForSequenceClassification
 
 from reviewlens.build_engines import adapt, versions
+from reviewlens.client.analysis import Entity
 from reviewlens.client.settings import Settings
 from reviewlens.client.sync import SyncAnalyzer, SyncClient
 from reviewlens.ensemble import interface as api
@@ -168,15 +170,20 @@ def _served(url: str, texts: list[str]) -> tuple[dict[str, list[str]], np.ndarra
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the teacher, a fine-tune, an export and three servers: about 5 minutes on 2 cores
 def test_adaptation_labels_fine_tunes_installs_a_version_that_answers_and_a_rollback_restores_the_old(
-        triton, models, tmp_path):
+        triton, models, redis_server, tmp_path):
     repository = _repository_copy(tmp_path / "repository")
     # Short reviews keep the teacher's calls quick; they are the package's texts, their labels unread.
     reviews = sorted(drug_reviews("train"), key=lambda r: len(r["text"]))[:40]
     reviews_file = tmp_path / "reviews.jsonl"
     write_reviews_file(reviews, reviews_file)
     probes = [r["text"] for r in drug_reviews("test")[:16]]
+    entity = Entity("probe-drug", probes[:6])
+    cached = Settings(urls=(triton.grpc_url,), redis_url=redis_server.url)
     _, old_probs = _served(triton.grpc_url, probes)
+    with SyncAnalyzer(cached) as analyzer:
+        analyzer.analyze(entity)  # cached under version 1
 
     summary = adapt.adapt(reviews_file, Settings(urls=(triton.grpc_url,), redis_url=None), sample=40, epochs=1,
                           repository=repository, work_dir=tmp_path / "work")
@@ -190,14 +197,18 @@ def test_adaptation_labels_fine_tunes_installs_a_version_that_answers_and_a_roll
 
     with _server_on(repository) as server:
         served, new_probs = _served(server.grpc_url, probes)
-        with SyncAnalyzer(Settings(urls=(server.grpc_url,), redis_url=None)) as analyzer:
-            key_versions = dict(analyzer.versions)
+        with SyncAnalyzer(replace(cached, urls=(server.grpc_url,))) as analyzer:
+            assert analyzer.versions[api.SENTIMENT.name] == "2"
+            under_new = analyzer.analyze(entity)
     assert served == {api.SENTIMENT.name: ["2"], api.CLASSIFIER.name: ["2"]}
-    assert key_versions[api.SENTIMENT.name] == "2"  # in every cached sentiment's key
     assert not np.allclose(new_probs, old_probs, atol=1e-3)
+    assert not under_new.metrics["from_cache"]  # the version-1 result was not served as version 2's
 
     assert versions.rollback(repository, rolled_back=tmp_path / "rolled_back") == 1
     with _server_on(repository) as server:
         served, restored_probs = _served(server.grpc_url, probes)
+        with SyncAnalyzer(replace(cached, urls=(server.grpc_url,))) as analyzer:
+            under_old = analyzer.analyze(entity)
     assert served == {api.SENTIMENT.name: ["1"], api.CLASSIFIER.name: ["1"]}
     np.testing.assert_allclose(restored_probs, old_probs, atol=1e-5)
+    assert under_old.metrics["from_cache"]  # version 1's result again
