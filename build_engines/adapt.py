@@ -145,15 +145,18 @@ def _torch_logits(model, tokenizer, texts: list[str]) -> np.ndarray:
 
 def train_adapted(start: Path, train_file: Path, check_file: Path, out_dir: Path, epochs: int) -> None:
     """Fine-tune from `start` on train_file's reviews, fit the temperature on check_file's, fold it in."""
+    started = time.monotonic()
     train_classifier.fine_tune(start, read_jsonl(train_file), out_dir, new_head=False, epochs=epochs,
                                learning_rate=LEARNING_RATE, max_length=MAX_LENGTH)
+    fine_tune_s = time.monotonic() - started
     model = AutoModelForSequenceClassification.from_pretrained(out_dir)
     check = read_jsonl(check_file)
     logits = _torch_logits(model, AutoTokenizer.from_pretrained(out_dir), [r["text"] for r in check])
     temperature = fit_temperature(logits, np.array([r["label"] for r in check]))
     fold_temperature(model, temperature)
     model.save_pretrained(out_dir)
-    (out_dir / "calibration.json").write_text(json.dumps({"temperature": temperature, "check_reviews": len(check)}))
+    (out_dir / "calibration.json").write_text(json.dumps({"temperature": temperature, "check_reviews": len(check),
+                                                          "fine_tune_s": round(fine_tune_s, 1)}))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -231,13 +234,12 @@ def adapt(reviews: Path, settings: Settings, *, sample: int = SAMPLE_SIZE, epoch
     _write_jsonl(work_dir / "train.jsonl", train_rows)
     _write_jsonl(work_dir / "check.jsonl", check_rows)
 
-    fine_tune_started = time.monotonic()
     this_module = sys.modules[__name__]
     checkpoint = cache.run_step(
         "adapt-classifier", lambda out: train_adapted(start, work_dir / "train.jsonl", work_dir / "check.jsonl", out, epochs),
         inputs=[start, work_dir / "train.jsonl", work_dir / "check.jsonl"], sources=[this_module, train_classifier],
         params={"epochs": epochs, "torch": torch.__version__, "transformers": transformers.__version__})
-    fine_tune_s = time.monotonic() - fine_tune_started
+    calibration = json.loads((checkpoint / "calibration.json").read_text())
     held_out = build_data(sources) / "test.jsonl"
     exported = cache.run_step(
         "adapt-onnx", lambda out: _export_and_quantize(checkpoint, out, held_out),
@@ -266,13 +268,14 @@ def adapt(reviews: Path, settings: Settings, *, sample: int = SAMPLE_SIZE, epoch
         "teacher": {"labels_asked": todo, "agreement_of_prompts": len(kept) / len(texts), "kept": len(kept),
                     "positive_share": float(np.mean([label == "positive" for _, label in kept]))},
         "train_reviews": {"teacher": len(train), "movies": len(train)}, "check_reviews": len(check),
-        "temperature": json.loads((checkpoint / "calibration.json").read_text())["temperature"],
+        "temperature": calibration["temperature"],
         "served_variant": served_variant, "int8_gate": report["gate"],
         "int8_agreement_with_fp32_on_movies": report["int8"]["agreement"],
         "held_out_movies": {"before": movies_before, "after": movies_after, "drop_points": movie_drop,
                             "gate_points": MOVIE_DROP_GATE_POINTS},
         "check_set": {"before": before, "after": after},
-        "seconds": {"teacher": round(teacher_s, 1), "fine_tune": round(fine_tune_s, 1),
+        # Fine-tuning as timed when the step ran (it may come from the cache).
+        "seconds": {"teacher": round(teacher_s, 1), "fine_tune": calibration["fine_tune_s"],
                     "total": round(time.monotonic() - started, 1)},
         "replaces_version": current, "export_dir": str(exported),
     }
