@@ -11,8 +11,8 @@ Only the texts are used. The steps:
    20 % are the check set, never trained on;
 4. calibrate: one temperature, fitted on the check set's teacher labels (least log loss), is folded
    into the classifier's last layer (weights and bias divided by it), so the served confidences
-   are calibrated with no change to serving; the re-check rule at 0.8 then sends back what is
-   truly doubtful;
+   are calibrated with no change to serving, and the re-check rule's confidence threshold means
+   on the user's reviews what it means on the teacher's labels;
 5. export to ONNX and per-token INT8 as `make build` does (build_engines/export_onnx.py and
    quantize.py; the TensorRT Q/DQ form is not built: the GPU profile serves version 1), and report
    both on the held-out movies (build_engines/evaluate.py) and on the check set;

@@ -2,8 +2,8 @@
 
 Each text is labelled twice, by two prompt variants that differ in wording and in the order the
 reviews stand in the call ("a" is the re-check prompt itself, "b" asks about satisfaction and lists
-the reviews backwards); a label is kept for training only where both agree (build_engines/adapt.py
-measures what that rule buys). Calls are JSON-constrained and carry several reviews each, as the
+the reviews backwards); build_engines/adapt.py keeps a label for training only where both agree
+(perf/bench_adapt.py measures what that rule buys). Calls are JSON-constrained and carry several reviews each, as the
 re-checks do, packed up to a prompt-token budget so a call of long reviews still fits the
 generator's context.
 
@@ -53,7 +53,7 @@ VARIANTS = (Variant("a", prompts.RECHECK_SYSTEM, backwards=False),
 # reviews: the generator's 8,192 KV cells are shared by its 4 sequences.
 PROMPT_TOKEN_BUDGET = 1200
 REVIEWS_PER_CALL = 8
-# A longer review is cut for the teacher (its opening says most of the verdict) so one call stays in budget.
+# A longer review is cut to its opening for the teacher, so one call stays in budget.
 TEACHER_CHARACTERS = 3000
 
 
@@ -99,8 +99,7 @@ def calls_of(texts: list[str]) -> list[list[str]]:
     return calls + [current] if current else calls
 
 
-async def _label(settings: Settings, texts: list[str], store: LabelStore, variants: tuple[Variant, ...],
-                 on_progress: Callable[[int], None]) -> None:
+async def _label(settings: Settings, texts: list[str], store: LabelStore, on_progress: Callable[[int], None]) -> None:
     pool = TritonPool(settings)
     try:
         chat_template = await pool.chat_template()
@@ -120,25 +119,24 @@ async def _label(settings: Settings, texts: list[str], store: LabelStore, varian
 
         # Call by call, both variants of a batch together: a run stopped half-way leaves labels that
         # can be kept (both variants there) for a prefix of the texts, not one variant of them all.
-        todo = {variant.name: calls_of([t for t in texts if store.get(variant, t) is None]) for variant in variants}
+        todo = {variant.name: calls_of([t for t in texts if store.get(variant, t) is None]) for variant in VARIANTS}
         await asyncio.gather(*(one_call(variant, batch) for index in range(max(map(len, todo.values())))
-                               for variant in variants if index < len(todo[variant.name])
+                               for variant in VARIANTS if index < len(todo[variant.name])
                                for batch in [todo[variant.name][index]]))
     finally:
         await pool.close()
 
 
 def teacher_labels(settings: Settings, texts: list[str], store_path: Path,
-                   on_progress: Callable[[int], None] = lambda done: None,
-                   variants: tuple[Variant, ...] = VARIANTS) -> dict[str, list[str]]:
+                   on_progress: Callable[[int], None] = lambda done: None) -> dict[str, list[str]]:
     """Each variant's label for every text ({"a": [...], "b": [...]}), asking the served generator for
     those the store does not hold yet; on_progress(n) after each call with the labels it added."""
     store = LabelStore(store_path)
-    asyncio.run(_label(settings, texts, store, variants, on_progress))
-    return {variant.name: [store.get(variant, text) for text in texts] for variant in variants}
+    asyncio.run(_label(settings, texts, store, on_progress))
+    return {variant.name: [store.get(variant, text) for text in texts] for variant in VARIANTS}
 
 
-def missing_labels(texts: list[str], store_path: Path, variants: tuple[Variant, ...] = VARIANTS) -> int:
+def missing_labels(texts: list[str], store_path: Path) -> int:
     """How many (variant, text) labels the store lacks: what a run still has to ask for."""
     store = LabelStore(store_path)
-    return sum(store.get(variant, text) is None for variant in variants for text in texts)
+    return sum(store.get(variant, text) is None for variant in VARIANTS for text in texts)
