@@ -16,12 +16,12 @@ mode reads the repository at start: restart it to serve the change.
 """
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from reviewlens.build_engines.cache import link_file
 from reviewlens.ensemble import interface as api
 from reviewlens.local.paths import BUILD_DIR, MODEL_REPOSITORY
 
@@ -61,8 +61,8 @@ def install_version(repository: Path, model_onnx: Path, provenance: dict) -> int
     for path in staging.values():
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
-    _link(model_onnx, staging[CLASSIFIER] / "model.onnx")
-    _link(code, staging[CLASSIFIER] / "model.py")
+    link_file(model_onnx, staging[CLASSIFIER] / "model.onnx")
+    link_file(code, staging[CLASSIFIER] / "model.py")
     (staging[CLASSIFIER] / PROVENANCE).write_text(json.dumps({**provenance, "replaces": current}, indent=1))
     for model in (ENSEMBLE, CLASSIFIER):
         staging[model].rename(repository / model / str(new))
@@ -85,13 +85,6 @@ def rollback(repository: Path, rolled_back: Path = ROLLED_BACK) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(repository / model / str(newest)), target)
     return served_version(repository)
-
-
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def main(argv: list[str] | None = None) -> int:
